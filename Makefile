@@ -1,0 +1,30 @@
+# Two entry points: `make demo` (the full FineShapes pipeline) and `make test`.
+# Both bootstrap a virtual environment in .venv on first use.
+#   TORCH_SPEC   torch requirement installed in the same pip command as the rest
+#                (CUDA users: e.g. TORCH_SPEC="torch==2.13.0" with --index-url via PIP_INDEX_URL).
+#   FORCE=1      re-run demo stages whose outputs already exist.
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+DEMO_FLAGS := $(if $(filter 1,$(FORCE)),--force,)
+
+.PHONY: demo test venv clean-demo
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install "$(TORCH_SPEC)" -r requirements.txt "pytest>=7"
+	$(PY) -m pip install --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) tools/demo.py $(DEMO_FLAGS)
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+clean-demo:
+	rm -rf datasets/FineShapes data/fineshapes* data/dataset_fineshapes.json data/FineShapesEval.* demo

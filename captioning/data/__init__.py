@@ -1,0 +1,1 @@
+"""Caption data: preprocessing, datasets and loaders."""

@@ -1,0 +1,177 @@
+"""Caption preprocessing, faithful to the original (reference §1.2-1.3).
+
+* :func:`build_vocab` / :func:`encode_captions` / :func:`prepro_labels`: Karpathy JSON ->
+  ``cocotalk.json`` (``ix_to_word``, ``images``) + ``<prefix>_label.h5`` (``labels``,
+  ``label_start_ix``, ``label_end_ix``, ``label_length``, all uint32).
+* :func:`ngram_corpora` / :func:`prepro_ngrams`: document frequencies of the references of one
+  split, as word strings and as vocabulary-index strings, for CIDEr-D.
+"""
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+from PIL import Image
+
+from cider import document_frequency
+from captioning.utils.io import atomic_path, write_json, write_pickle
+
+UNK = "UNK"
+EOS = "<eos>"
+
+
+class DataError(ValueError):
+    """The input data set is malformed."""
+
+
+def load_karpathy(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """The ``images`` list of a Karpathy-format JSON, with its required fields checked."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"input JSON not found: {path}")
+    with open(path, encoding="utf-8") as f:
+        data = json.load(f)
+    if not isinstance(data, dict) or "images" not in data:
+        raise DataError(f"{path}: expected a Karpathy-format JSON with a top-level 'images' list")
+    images = data["images"]
+    for i, img in enumerate(images):
+        missing = [k for k in ("split", "filename", "sentences") if k not in img]
+        if "cocoid" not in img and "imgid" not in img:
+            missing.append("cocoid (or imgid)")
+        if missing:
+            raise DataError(f"{path}: image #{i} ({img.get('filename', '?')}) lacks field(s) {', '.join(missing)}")
+        if not img["sentences"]:
+            raise DataError(f"{path}: image #{i} (id {image_id(img)}, {img['filename']}) has no captions")
+        for j, sent in enumerate(img["sentences"]):
+            if "tokens" not in sent:
+                raise DataError(f"{path}: image #{i} (id {image_id(img)}) caption #{j} lacks 'tokens'")
+            if not sent["tokens"]:
+                raise DataError(f"{path}: image #{i} (id {image_id(img)}) caption #{j} is empty "
+                                f"(raw: {sent.get('raw', '')!r})")
+    return images
+
+
+def image_id(img: dict[str, Any]) -> int:
+    """The id the original uses everywhere: ``cocoid``, else ``imgid``."""
+    return img["cocoid"] if "cocoid" in img else img["imgid"]
+
+
+def build_vocab(images: list[dict[str, Any]], count_threshold: int = 5) -> list[str]:
+    """Words seen more than ``count_threshold`` times over all splits, in first-occurrence order.
+
+    ``UNK`` is appended last when any word was dropped.
+    """
+    counts: dict[str, int] = {}
+    for img in images:
+        for sent in img["sentences"]:
+            for w in sent["tokens"]:
+                counts[w] = counts.get(w, 0) + 1
+    vocab = [w for w, n in counts.items() if n > count_threshold]
+    if len(vocab) < len(counts):
+        if UNK in vocab:
+            raise DataError(f"the captions contain the word {UNK!r}, which is reserved for unknown words")
+        vocab.append(UNK)
+    return vocab
+
+
+def encode_captions(images: list[dict[str, Any]], wtoi: dict[str, int], max_length: int = 16) -> dict[str, np.ndarray]:
+    """The label arrays: captions truncated to ``max_length``, zero-padded, in image then caption order."""
+    n_caps = sum(len(img["sentences"]) for img in images)
+    labels = np.zeros((n_caps, max_length), dtype=np.uint32)
+    start = np.zeros(len(images), dtype=np.uint32)
+    end = np.zeros(len(images), dtype=np.uint32)
+    length = np.zeros(n_caps, dtype=np.uint32)
+    unk = wtoi.get(UNK)
+    row = 0
+    for i, img in enumerate(images):
+        start[i] = row + 1
+        for sent in img["sentences"]:
+            tokens = sent["tokens"][:max_length]
+            labels[row, : len(tokens)] = [wtoi[w] if w in wtoi else unk for w in tokens]
+            length[row] = len(tokens)
+            row += 1
+        end[i] = row
+    return {"labels": labels, "label_start_ix": start, "label_end_ix": end, "label_length": length}
+
+
+def prepro_labels(
+    input_json: str | os.PathLike,
+    output_json: str | os.PathLike,
+    output_h5: str | os.PathLike,
+    images_root: str = "",
+    max_length: int = 16,
+    word_count_threshold: int = 5,
+) -> dict[str, Any]:
+    """Run the whole label preprocessing; writes ``output_json`` and ``<output_h5>_label.h5``."""
+    images = load_karpathy(input_json)
+    vocab = build_vocab(images, word_count_threshold)
+    wtoi = {w: i + 1 for i, w in enumerate(vocab)}
+    arrays = encode_captions(images, wtoi, max_length)
+    with atomic_path(f"{output_h5}_label.h5") as tmp:
+        with h5py.File(tmp, "w") as f:
+            for name, arr in arrays.items():
+                f.create_dataset(name, data=arr)
+    out_images = []
+    for img in images:
+        entry = {"split": img["split"], "file_path": os.path.join(img.get("filepath", ""), img["filename"]),
+                 "id": image_id(img)}
+        if images_root:
+            with Image.open(os.path.join(images_root, entry["file_path"])) as im:
+                entry["width"], entry["height"] = im.size
+        out_images.append(entry)
+    info = {"ix_to_word": {str(i + 1): w for i, w in enumerate(vocab)}, "images": out_images}
+    write_json(output_json, info)
+    return {"vocab_size": len(vocab), "n_images": len(images), "n_captions": int(arrays["labels"].shape[0]),
+            "n_unk_words": int(UNK in wtoi)}
+
+
+def split_matches(image_split: str, wanted: str) -> bool:
+    """Split selection of ``prepro_ngrams``: ``train`` also takes ``restval``; ``all`` takes everything."""
+    return wanted == "all" or image_split == wanted or (wanted == "train" and image_split == "restval")
+
+
+def ngram_corpora(images: Iterable[dict[str, Any]], wtoi: dict[str, int], split: str) -> tuple[list[list[str]], list[list[str]]]:
+    """Per selected image, its references as word strings and as index strings, each ending in EOS.
+
+    Words outside the vocabulary become ``UNK``; there is no truncation. EOS is ``<eos>`` in
+    word strings and ``0`` in index strings.
+    """
+    words_corpus, idxs_corpus = [], []
+    for img in images:
+        if not split_matches(img["split"], split):
+            continue
+        words_refs, idx_refs = [], []
+        for sent in img["sentences"]:
+            unknown = [w for w in sent["tokens"] if w not in wtoi]
+            if unknown and UNK not in wtoi:
+                raise DataError(f"image {image_id(img)}: words {unknown} are not in the vocabulary, which has no "
+                                f"{UNK!r} entry; was the vocabulary built from this data set?")
+            tokens = [w if w in wtoi else UNK for w in sent["tokens"]]
+            words_refs.append(" ".join(tokens + [EOS]))
+            idx_refs.append(" ".join([str(wtoi[w]) for w in tokens] + ["0"]))
+        words_corpus.append(words_refs)
+        idxs_corpus.append(idx_refs)
+    if not words_corpus:
+        raise DataError(f"no image belongs to split {split!r}")
+    return words_corpus, idxs_corpus
+
+
+def prepro_ngrams(input_json: str | os.PathLike, dict_json: str | os.PathLike, output_pkl: str, split: str) -> int:
+    """Write ``<output_pkl>-words.p`` and ``<output_pkl>-idxs.p``; returns the number of images."""
+    if split not in ("train", "val", "test", "all"):
+        raise DataError(f"--split must be one of train, val, test, all; got {split!r}")
+    images = load_karpathy(input_json)
+    with open(dict_json, encoding="utf-8") as f:
+        ix_to_word = json.load(f)["ix_to_word"]
+    wtoi = {w: int(i) for i, w in ix_to_word.items()}
+    words_corpus, idxs_corpus = ngram_corpora(images, wtoi, split)
+    for suffix, corpus in (("words", words_corpus), ("idxs", idxs_corpus)):
+        df, ref_len = document_frequency(corpus)
+        write_pickle(f"{output_pkl}-{suffix}.p",
+                     {"document_frequency": {k: float(v) for k, v in df.items()}, "ref_len": ref_len})
+    return len(words_corpus)
