@@ -33,7 +33,9 @@ def document_frequency(refs_per_image: Iterable[Sequence[str]], n: int = 4) -> t
     for refs in refs_per_image:
         seen: set[Ngram] = set()
         for ref in refs:
-            seen.update(ngram_counts(ref, n))
+            words = ref.split()
+            for k in range(1, n + 1):
+                seen.update(zip(*(words[i:] for i in range(k))))
         df.update(seen)
         n_images += 1
     return dict(df), n_images

@@ -67,7 +67,8 @@ def test_output_formats(tmp_path):
         scene = scenes[stem]
         objects = row["object"].split("\\;")
         assert objects == [f"{o.size} {o.color} {o.shape}" for o in scene.objects]
-        assert len(row["relation"].split("\\;")) == len(scene.objects) - 1 or row["relation"] == ""
+        relations = row["relation"].split("\\;")
+        assert len(relations) == max(1, len(scene.objects) - 1) and all(relations)
         assert row["background"] == scene.background
         assert parse(row["caption"]).claims() == scene_claims(scene).claims()
     assert scenes["0"] == scenes["fs_000000"]  # by cocoid and by stem

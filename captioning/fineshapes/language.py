@@ -159,10 +159,15 @@ def raw_caption(text: str, rng: np.random.Generator, style: ReferenceStyle = Ref
 
 
 def eval_phrases(scene: Scene) -> dict[str, list[str]]:
-    """FineCapEval-style phrases: the background, each object, each chain relation."""
+    """FineCapEval-style phrases: the background, each object, each chain relation.
+
+    A single object's relation is the one to the background ("small red circle on grass"), so
+    that no field is empty (FineCapEval scoring skips rows with an empty field).
+    """
     objs = scene.objects
     return {
         "background": [scene.background],
         "object": [o.noun_phrase for o in objs],
-        "relation": [f"{objs[i].noun_phrase} {rel} {objs[j].noun_phrase}" for i, rel, j in scene.chain_relations()],
+        "relation": [f"{objs[i].noun_phrase} {rel} {objs[j].noun_phrase}" for i, rel, j in scene.chain_relations()]
+        or [f"{objs[0].noun_phrase} on {scene.background}"],
     }
