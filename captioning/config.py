@@ -44,6 +44,7 @@ class DataConfig:
     input_att_dir: str = "data/cocotalk_att"
     input_fc_dir: str = "data/cocotalk_fc"
     input_clipscore_vis_dir: str = "data/cocotalk_clipscore_vis"
+    input_ref_json: Optional[str] = "data/dataset_coco.json"  # raw references for language eval
     cached_tokens: str = "coco-train-idxs"
     batch_size: int = 16
     seq_per_img: int = 5
@@ -390,6 +391,14 @@ def load_config(
             cfg.set(key, value, source="--set_cfgs")
     for key, value in (overrides or {}).items():
         cfg.set(key, value, source=f"--{key}")
+    return cfg
+
+
+def config_from_dict(values: dict[str, Any], source: str = "<checkpoint>") -> Config:
+    """A Config from a flat mapping (e.g. the one stored in a checkpoint); unknown keys are errors."""
+    cfg = Config()
+    for key, value in values.items():
+        cfg.set(key, value, source=source)
     return cfg
 
 

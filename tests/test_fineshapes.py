@@ -11,7 +11,7 @@ from captioning.fineshapes import (
     Obj, Scene, full_description, parse, raw_caption, reference_caption, relation_holds, sample_scene, scene_claims,
 )
 from captioning.fineshapes.dataset import FineShapesPaths, FineShapesSpec, generate, load_scenes
-from captioning.fineshapes.lexicon import BACKGROUND_PHRASES, RELATION_PHRASES
+from captioning.fineshapes.lexicon import BACKGROUND_PHRASES
 from captioning.fineshapes.world import BACKGROUNDS, COLORS, SHAPES
 
 TINY = dict(n_train=6, n_restval=2, n_val=3, n_test=3, n_eval=4, image_size=64)

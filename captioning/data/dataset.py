@@ -148,7 +148,7 @@ def collate(batch: list[dict[str, Any]]) -> dict[str, Any]:
     dim = batch[0]["att_feats"].shape[1]
     att = torch.zeros(b, max(lengths), dim)
     for i, x in enumerate(batch):
-        att[i, : lengths[i]] = torch.from_numpy(x["att_feats"])
+        att[i, : lengths[i]] = torch.as_tensor(x["att_feats"])
     att_masks = None
     if len(set(lengths)) > 1:
         att_masks = torch.zeros(b, max(lengths))

@@ -98,7 +98,7 @@ class PackedFeatures:
             k = self.row[str(image_id)]
         except KeyError:
             raise FeatureError(f"no features for image {image_id} in {self.path}") from None
-        return np.asarray(self.array[k])
+        return np.array(self.array[k])
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_array": None}  # workers re-open the memory map

@@ -1,0 +1,1 @@
+"""Training: losses, optimisers and the Lightning module."""

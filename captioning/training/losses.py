@@ -1,0 +1,24 @@
+"""Training losses (reference §4.3, §4.4)."""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def language_model_loss(logprobs: Tensor, target: Tensor, mask: Tensor, label_smoothing: float = 0.0) -> Tensor:
+    """Token-averaged NLL over the whole batch: -sum(log p(target) * mask) / sum(mask).
+
+    With ``label_smoothing`` = eps > 0, the KL divergence to a target with 1 - eps on the
+    true class and eps / (classes - 1) on every other class, averaged over unmasked tokens,
+    as the original's ``LabelSmoothing``.
+    """
+    t = min(logprobs.size(1), target.size(1))
+    logprobs, target, mask = logprobs[:, :t], target[:, :t], mask[:, :t].to(logprobs.dtype)
+    if label_smoothing <= 0:
+        nll = -logprobs.gather(2, target.unsqueeze(2)).squeeze(2)
+        return (nll * mask).sum() / mask.sum()
+    n_classes = logprobs.size(-1)
+    smooth = torch.full_like(logprobs, label_smoothing / (n_classes - 1))
+    smooth.scatter_(2, target.unsqueeze(2), 1.0 - label_smoothing)
+    kl = (torch.xlogy(smooth, smooth) - smooth * logprobs).sum(-1)
+    return (kl * mask).sum() / mask.sum()

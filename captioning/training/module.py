@@ -1,0 +1,192 @@
+"""The captioning LightningModule: MLE training, validation and test (reference §4).
+
+Checkpoints hold the model weights under ``model.*`` plus two plain hyper-parameters: the
+flat resolved config and the vocabulary (``ix_to_word``). Nothing custom is pickled.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+from captioning.config import Config, config_from_dict
+from captioning.metrics import diversity_stats, language_eval, refs_from_coco, refs_from_karpathy, write_eval_results
+from captioning.models import DecodeOutput, TransformerCaptioner, bad_ending_ids, beam_search, decode_sequence, sample
+from captioning.training.losses import language_model_loss
+from captioning.training.optim import build_optimizer
+
+
+def build_captioner(cfg: Config, vocab_size: int) -> TransformerCaptioner:
+    """The captioner of the config's sizes for a vocabulary of ``vocab_size`` words."""
+    if cfg.model.caption_model != "transformer":
+        raise ValueError(f"caption_model {cfg.model.caption_model!r} is not supported; use 'transformer'")
+    m = cfg.model
+    return TransformerCaptioner(vocab_size=vocab_size, att_feat_size=m.att_feat_size, d_model=m.d_model, d_ff=m.d_ff,
+                                n_enc=m.N_enc, n_dec=m.N_dec, num_heads=m.num_att_heads, dropout=m.dropout,
+                                drop_prob_lm=m.drop_prob_lm, max_length=m.max_length)
+
+
+def load_references(path: str, split: str) -> dict[Any, list[str]]:
+    """Raw reference captions of a split from a Karpathy data set JSON or a COCO annotation file."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"reference captions not found: {path} (config key input_ref_json)")
+    with open(path, encoding="utf-8") as f:
+        head = f.read(4096)
+    return refs_from_coco(path) if '"annotations"' in head else refs_from_karpathy(path, split)
+
+
+class CaptionerModule(pl.LightningModule):
+    """Transformer captioner trained with MLE; validation and test decode and evaluate."""
+
+    def __init__(self, config: dict[str, Any], vocab: dict[str, str]):
+        super().__init__()
+        self.save_hyperparameters({"config": config, "vocab": vocab})
+        self.cfg = config_from_dict(config)
+        self.vocab = vocab
+        self.model = build_captioner(self.cfg, len(vocab))
+        words = list(vocab.values())
+        self.unk_idx = len(words) if words and words[-1] == "UNK" else None
+        self.bad_ids = bad_ending_ids(vocab) if self.cfg.decode.remove_bad_endings else None
+        self._eval_rows: list[dict[str, Any]] = []
+        self._refs: dict[str, dict[Any, list[str]]] = {}
+
+    def configure_optimizers(self) -> dict:
+        return build_optimizer(self.cfg, self.model.parameters())
+
+    def mle_loss(self, batch: dict[str, Any]) -> Tensor:
+        labels, masks = batch["labels"], batch["masks"]
+        logprobs = self.model(batch["att_feats"], batch["att_masks"], labels[..., :-1])
+        target = labels[..., 1:].reshape(-1, labels.size(-1) - 1)
+        mask = masks[..., 1:].reshape(-1, masks.size(-1) - 1)
+        return language_model_loss(logprobs, target, mask, self.cfg.optim.label_smoothing)
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        loss = self.mle_loss(batch)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"non-finite training loss ({loss.item()}) at global step {self.global_step}; "
+                                     "the last checkpoint is kept")
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch["att_feats"].size(0))
+        return loss
+
+    @torch.no_grad()
+    def decode(self, att_feats: Tensor, att_masks: Tensor | None, full_logprobs: bool = False) -> DecodeOutput:
+        """Decode with the config's evaluation settings (greedy, beam size 1 by default)."""
+        d = self.cfg.decode
+        common = dict(max_length=self.cfg.model.max_length, decoding_constraint=bool(d.decoding_constraint),
+                      bad_ending_ids=self.bad_ids, block_trigrams=bool(d.block_trigrams),
+                      return_full_logprobs=full_logprobs)
+        if d.beam_size > 1:
+            return beam_search(self.model, att_feats, att_masks, beam_size=d.beam_size, group_size=d.group_size,
+                               sample_n=d.sample_n if d.sample_n > 1 else 1, length_penalty=d.length_penalty,
+                               temperature=d.temperature, unk_idx=self.unk_idx if d.suppress_UNK else None, **common)
+        return sample(self.model, att_feats, att_masks, method=d.sample_method, temperature=d.temperature, **common)
+
+    def _eval_step(self, batch: dict[str, Any], split: str) -> None:
+        b = batch["att_feats"].size(0)
+        if batch["gts"] and batch["gts"][0].size:
+            self.log(f"{split}/loss", self.mle_loss(batch), batch_size=b, sync_dist=True)
+        out = self.decode(batch["att_feats"], batch["att_masks"], full_logprobs=True)
+        captions = decode_sequence(self.vocab, out.seq, remove_bad_endings=bool(self.cfg.decode.remove_bad_endings))
+        n_tokens = (out.seq > 0).sum(1).float() + 1
+        perplexity = -out.logprobs.sum(1) / n_tokens
+        probs_logprobs = out.full_logprobs.exp() * out.full_logprobs
+        entropy = -torch.nan_to_num(probs_logprobs).sum((1, 2)) / n_tokens
+        for k, info in enumerate(batch["infos"]):
+            self._eval_rows.append({"image_id": info["id"], "caption": captions[k],
+                                    "perplexity": float(perplexity[k]), "entropy": float(entropy[k])})
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._eval_step(batch, self.cfg.train.val_split)
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._eval_step(batch, "test")
+
+    def on_validation_epoch_end(self) -> None:
+        self._eval_epoch_end(self.cfg.train.val_split)
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_epoch_end("test")
+
+    def _gather_rows(self) -> list[dict[str, Any]]:
+        rows, self._eval_rows = self._eval_rows, []
+        if dist.is_available() and dist.is_initialized():
+            parts: list[Any] = [None] * dist.get_world_size()
+            dist.all_gather_object(parts, rows)
+            rows = [r for part in parts for r in part]
+        unique: dict[Any, dict[str, Any]] = {}
+        for r in rows:  # a distributed sampler pads with repeats
+            unique.setdefault(r["image_id"], r)
+        return list(unique.values())
+
+    def _eval_epoch_end(self, split: str) -> None:
+        rows = self._gather_rows()
+        metrics: dict[str, float] = {}
+        if self.trainer.is_global_zero and not self.trainer.sanity_checking:
+            metrics = self.evaluate_captions(rows, split)
+        metrics = self.trainer.strategy.broadcast(metrics, src=0)
+        for key, value in metrics.items():
+            self.log(f"{split}/{key}", value, rank_zero_only=False, sync_dist=False)
+
+    def evaluate_captions(self, rows: list[dict[str, Any]], split: str) -> dict[str, float]:
+        """Score the captions, write ``eval_results/<id>_<split>.json``, return the overall numbers."""
+        preds = [{"image_id": r["image_id"], "caption": r["caption"]} for r in rows]
+        if self.cfg.train.language_eval:
+            if split not in self._refs:
+                self._refs[split] = load_references(self.cfg.data.input_ref_json, split)
+            result = language_eval(preds, self._refs[split])
+        else:
+            result = {"overall": {}, "imgToEval": {p["image_id"]: dict(p) for p in preds}}
+        extra = {"perplexity": _mean(r["perplexity"] for r in rows), "entropy": _mean(r["entropy"] for r in rows),
+                 **diversity_stats([r["caption"] for r in rows])}
+        per_image = {r["image_id"]: {"perplexity": r["perplexity"], "entropy": r["entropy"]} for r in rows}
+        path = write_eval_results(result, self.cfg.train.id, split, overall=extra, per_image=per_image)
+        overall = {**result["overall"], **extra}
+        numbers = {k: float(v) for k, v in overall.items() if isinstance(v, (int, float)) and math.isfinite(v)}
+        shown = ", ".join(f"{k} {numbers[k]:.4g}" for k in ("Bleu_4", "METEOR", "ROUGE_L", "CIDEr") if k in numbers)
+        self.print(f"[{split}] epoch {self.current_epoch}: {shown or 'language_eval off'} -> {path}")
+        return numbers
+
+
+def _mean(values) -> float:
+    values = list(values)
+    return sum(values) / len(values) if values else float("nan")
+
+
+def checkpoint_vocab(path: str | Path) -> dict[str, str] | None:
+    """The vocabulary stored in one of our checkpoints, if any."""
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    return (ckpt.get("hyper_parameters") or {}).get("vocab")
+
+
+def load_weights(module: CaptionerModule, path: str | Path) -> None:
+    """Load only the model weights of a checkpoint into ``module`` (``--init_from``, evaluation)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    vocab = (ckpt.get("hyper_parameters") or {}).get("vocab")
+    if vocab is not None and vocab != module.vocab:
+        raise ValueError(f"{path} was trained with a different vocabulary ({len(vocab)} words) than the data's "
+                         f"({len(module.vocab)} words); use the cocotalk.json it was trained with")
+    state = {k[len("model."):]: v for k, v in ckpt.get("state_dict", ckpt).items() if k.startswith("model.")}
+    if not state:
+        raise ValueError(f"{path} holds no captioner weights (no 'model.*' keys in its state_dict)")
+    try:
+        module.model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise ValueError(f"{path} does not fit the configured model: {e}") from None
+
+
+def read_vocab(input_json: str) -> dict[str, str]:
+    """``ix_to_word`` of a prepro_labels JSON."""
+    with open(input_json, encoding="utf-8") as f:
+        vocab = json.load(f).get("ix_to_word")
+    if not vocab:
+        raise ValueError(f"{input_json} has no ix_to_word vocabulary (run scripts/prepro_labels.py)")
+    return vocab

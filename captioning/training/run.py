@@ -1,0 +1,138 @@
+"""Train or evaluate the captioner (``tools/train_pl.py``).
+
+    python tools/train_pl.py --cfg configs/phase1/clipRN50_mle.yml --id clipRN50_mle
+    EVALUATE=1 python tools/train_pl.py --cfg configs/phase1/clipRN50_mle.yml --id clipRN50_mle
+
+Any config key can be overridden (``--batch_size 100``, ``--set_cfgs k v ...``). Starting points
+are explicit and a missing checkpoint is always an error:
+
+* ``--resume PATH|auto`` continues a run with its full trainer state (epoch, step, optimiser);
+  ``auto`` takes ``<checkpoint dir>/<id>-last.ckpt`` if it exists and starts fresh otherwise.
+* ``--init_from PATH`` loads model weights only (e.g. phase 2 from the MLE checkpoint).
+* ``--evaluate`` (or the original's ``EVALUATE=1``) tests a checkpoint on the test split:
+  ``--init_from``/``--resume`` if given, else ``<checkpoint dir>/<id>-last.ckpt``.
+
+Checkpoints go to ``<checkpoint_path>/<id>-last.ckpt`` and ``<id>-best.ckpt`` (best
+``val/CIDEr``, or ``val/loss`` without language evaluation), with the resolved config
+``<id>.yml``; results to ``eval_results/<id>_<split>.json``.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
+from pytorch_lightning.loggers import CSVLogger
+
+from captioning.config import Config, ConfigError, parse_args, save_config
+from captioning.data.dataset import CaptionDataModule, data_paths_from_config
+from captioning.training.checkpoint_io import AtomicCheckpointIO
+from captioning.training.module import CaptionerModule, load_weights, read_vocab
+
+
+def checkpoint_dir(cfg: Config) -> Path:
+    return Path(cfg.train.checkpoint_path or Path("save") / cfg.train.id)
+
+
+def trainer_precision(requested: str) -> str:
+    """Lightning precision for the config value; 16-bit runs only on CUDA (CPU falls back to fp32)."""
+    value = str(requested)
+    if value in ("32", "32-true"):
+        return "32-true"
+    if not torch.cuda.is_available():
+        print(f"[train_pl] precision {value} needs CUDA; running in fp32 on CPU")
+        return "32-true"
+    return {"16": "16-mixed", "bf16": "bf16-mixed"}.get(value, value)
+
+
+def build_trainer(cfg: Config, ckpt_dir: Path, monitor: str, mode: str) -> pl.Trainer:
+    checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename=f"{cfg.train.id}-best", monitor=monitor, mode=mode,
+                                 save_top_k=1, save_last=True, auto_insert_metric_name=False)
+    checkpoint.CHECKPOINT_NAME_LAST = f"{cfg.train.id}-last"
+    devices = cfg.train.devices if cfg.train.devices == "auto" else int(cfg.train.devices)
+    clip_algorithm = {"norm": "norm", "value": "value"}[cfg.optim.grad_clip_mode]
+    return pl.Trainer(
+        max_epochs=cfg.train.max_epochs,
+        accelerator=cfg.train.accelerator,
+        devices=devices,
+        num_nodes=cfg.train.num_nodes,
+        strategy=cfg.train.strategy,
+        precision=trainer_precision(cfg.train.precision),
+        gradient_clip_val=cfg.optim.grad_clip_value or None,
+        gradient_clip_algorithm=clip_algorithm,
+        log_every_n_steps=cfg.train.losses_log_every,
+        callbacks=[checkpoint, LearningRateMonitor(logging_interval="step")],
+        logger=CSVLogger(save_dir=str(ckpt_dir), name="logs"),
+        plugins=[AtomicCheckpointIO()],
+        num_sanity_val_steps=0,
+        check_val_every_n_epoch=1,
+    )
+
+
+def resolve_resume(value: str | None, ckpt_dir: Path, run_id: str) -> str | None:
+    if value is None:
+        return None
+    if value == "auto":
+        last = ckpt_dir / f"{run_id}-last.ckpt"
+        if last.is_file():
+            return str(last)
+        print(f"[train_pl] --resume auto: no {last} yet, starting a new run")
+        return None
+    if not Path(value).is_file():
+        raise FileNotFoundError(f"--resume: checkpoint not found: {value}")
+    return value
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    evaluate = os.environ.get("EVALUATE", "0") not in ("", "0")
+    if "--evaluate" in argv:
+        argv.remove("--evaluate")
+        evaluate = True
+    try:
+        cfg, _ = parse_args(argv)
+    except ConfigError as e:
+        print(f"config error: {e}", file=sys.stderr)
+        return 2
+    if not cfg.train.id:
+        print("error: --id is required (it names the checkpoints and result files)", file=sys.stderr)
+        return 2
+    pl.seed_everything(cfg.train.seed, workers=True)
+    ckpt_dir = checkpoint_dir(cfg)
+    vocab = read_vocab(cfg.data.input_json)
+    module = CaptionerModule(cfg.to_flat_dict(), vocab)
+    data = CaptionDataModule(data_paths_from_config(cfg), cfg.data.batch_size, cfg.data.seq_per_img,
+                             cfg.reward.use_clipscore, cfg.data.num_workers, bool(cfg.data.train_only))
+    monitor, mode = ("val/CIDEr", "max") if cfg.train.language_eval else ("val/loss", "min")
+    trainer = build_trainer(cfg, ckpt_dir, monitor, mode)
+
+    if evaluate:
+        source = cfg.train.init_from or resolve_resume(cfg.train.resume, ckpt_dir, cfg.train.id) \
+            or str(ckpt_dir / f"{cfg.train.id}-last.ckpt")
+        if not Path(source).is_file():
+            print(f"error: nothing to evaluate: checkpoint {source} not found (train first, or pass --init_from)",
+                  file=sys.stderr)
+            return 2
+        load_weights(module, source)
+        print(f"[train_pl] evaluating {source} on the test split")
+        trainer.test(module, datamodule=data)
+        return 0
+
+    resume = resolve_resume(cfg.train.resume, ckpt_dir, cfg.train.id)
+    if cfg.train.init_from:
+        if resume:
+            print("error: give either --resume or --init_from, not both", file=sys.stderr)
+            return 2
+        load_weights(module, cfg.train.init_from)
+        print(f"[train_pl] initialised weights from {cfg.train.init_from}")
+    if trainer.is_global_zero:
+        save_config(cfg, ckpt_dir / f"{cfg.train.id}.yml")
+    trainer.fit(module, datamodule=data, ckpt_path=resume)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
