@@ -1,4 +1,5 @@
-"""Evaluation metrics: coco-caption scores, CLIP-S/RefCLIP-S, retrieval, FineCapEval, diversity."""
+"""Evaluation metrics: coco-caption scores, CLIP-S/RefCLIP-S, retrieval, FineCapEval, diversity,
+FineShapes truth."""
 from captioning.metrics.clipscore import CLIPScorer, clip_s, harmonic_mean, refclip_s, refclip_s_hessel
 from captioning.metrics.diversity import BAD_ENDINGS, bad_count_rate, distinct_n, diversity_stats
 from captioning.metrics.finecapeval import load_finecapeval, score_finecapeval, write_finecapeval_json
@@ -11,12 +12,14 @@ from captioning.metrics.language import (
     write_eval_results,
 )
 from captioning.metrics.retrieval import image_text_retrieval, retrieval_metrics, retrieval_ranks
+from captioning.metrics.truth import caption_facts, truth_metrics
 
 __all__ = [
     "BAD_ENDINGS",
     "CLIPScorer",
     "LanguageEvaluator",
     "bad_count_rate",
+    "caption_facts",
     "clip_s",
     "distinct_n",
     "diversity_stats",
@@ -32,6 +35,7 @@ __all__ = [
     "retrieval_metrics",
     "retrieval_ranks",
     "score_finecapeval",
+    "truth_metrics",
     "write_eval_results",
     "write_finecapeval_json",
 ]
