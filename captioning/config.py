@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import os
 import types
 import typing
@@ -185,20 +186,62 @@ class LegacyConfig:
     REFORWARD: bool = False
 
 
-SECTIONS: dict[str, type] = {
-    "data": DataConfig,
-    "model": ModelConfig,
-    "optim": OptimConfig,
-    "reward": RewardConfig,
-    "decode": DecodeConfig,
-    "train": TrainConfig,
-    "legacy": LegacyConfig,
-}
+class FlatConfig:
+    """Base of a root config: a dataclass whose fields are section dataclasses.
+
+    Keys are unique across sections, so files and command lines stay flat while code reads
+    ``cfg.model.d_model``. Other tools (e.g. ``retrieval/``) define their own root configs.
+    """
+
+    @classmethod
+    @functools.cache
+    def index(cls) -> tuple[dict[str, str], dict[str, Any]]:
+        """(key -> section name, key -> declared type)."""
+        sections: dict[str, str] = {}
+        key_types: dict[str, Any] = {}
+        for section, section_cls in typing.get_type_hints(cls).items():
+            hints = typing.get_type_hints(section_cls)
+            for f in dataclasses.fields(section_cls):
+                if f.name in sections:
+                    raise RuntimeError(f"config key {f.name!r} declared twice ({sections[f.name]}, {section})")
+                sections[f.name] = section
+                key_types[f.name] = hints[f.name]
+        return sections, key_types
+
+    @classmethod
+    def section_of(cls, key: str, source: str = "<code>") -> str:
+        """Section that declares ``key``; an unknown key raises with the closest known key."""
+        sections = cls.index()[0]
+        if key in sections:
+            return sections[key]
+        close = difflib.get_close_matches(key, sections, n=1, cutoff=0.6)
+        if not close:
+            lowered = {k.lower(): k for k in sections}
+            close = [lowered[c] for c in difflib.get_close_matches(key.lower(), lowered, n=1, cutoff=0.6)]
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(f"{source}: unknown config key {key!r}{hint}")
+
+    @classmethod
+    def key_type(cls, key: str) -> Any:
+        return cls.index()[1][key]
+
+    def get(self, key: str) -> Any:
+        """Value of a flat key, e.g. ``cfg.get("batch_size")``."""
+        return getattr(getattr(self, self.section_of(key)), key)
+
+    def set(self, key: str, value: Any, source: str = "<code>") -> None:
+        """Set a flat key, converting ``value`` to the declared type."""
+        section = self.section_of(key, source)
+        setattr(getattr(self, section), key, coerce(value, self.key_type(key), key, source))
+
+    def to_flat_dict(self) -> dict[str, Any]:
+        """All keys and values, flat, in declaration order."""
+        return {k: self.get(k) for k in self.index()[0]}
 
 
 @dataclass
-class Config:
-    """All sections. Keys are unique across sections, so files and the CLI stay flat."""
+class Config(FlatConfig):
+    """The captioning trainer's configuration."""
 
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -207,48 +250,6 @@ class Config:
     decode: DecodeConfig = field(default_factory=DecodeConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     legacy: LegacyConfig = field(default_factory=LegacyConfig)
-
-    def get(self, key: str) -> Any:
-        """Value of a flat key, e.g. ``cfg.get("batch_size")``."""
-        return getattr(getattr(self, section_of(key)), key)
-
-    def set(self, key: str, value: Any, source: str = "<code>") -> None:
-        """Set a flat key, converting ``value`` to the declared type."""
-        section = section_of(key, source)
-        setattr(getattr(self, section), key, coerce(value, KEY_TYPES[key], key, source))
-
-    def to_flat_dict(self) -> dict[str, Any]:
-        """All keys and values, flat, in declaration order."""
-        return {k: self.get(k) for k in KEY_SECTIONS}
-
-
-def _build_key_index() -> tuple[dict[str, str], dict[str, Any]]:
-    sections: dict[str, str] = {}
-    key_types: dict[str, Any] = {}
-    for name, cls in SECTIONS.items():
-        hints = typing.get_type_hints(cls)
-        for f in dataclasses.fields(cls):
-            if f.name in sections:
-                raise RuntimeError(f"config key {f.name!r} declared twice ({sections[f.name]}, {name})")
-            sections[f.name] = name
-            key_types[f.name] = hints[f.name]
-    return sections, key_types
-
-
-KEY_SECTIONS, KEY_TYPES = _build_key_index()
-
-
-def section_of(key: str, source: str = "<code>") -> str:
-    """Section that declares ``key``; an unknown key raises with the closest known key."""
-    try:
-        return KEY_SECTIONS[key]
-    except KeyError:
-        close = difflib.get_close_matches(key, KEY_SECTIONS, n=1, cutoff=0.6)
-        if not close:
-            close = difflib.get_close_matches(key.lower(), {k.lower(): k for k in KEY_SECTIONS}, n=1, cutoff=0.6)
-            close = [next(k for k in KEY_SECTIONS if k.lower() == close[0])] if close else []
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise ConfigError(f"{source}: unknown config key {key!r}{hint}") from None
 
 
 _TRUE = {"true", "yes", "on", "1"}
@@ -377,9 +378,10 @@ def load_config(
     path: str | os.PathLike | None = None,
     set_cfgs: list[str] | None = None,
     overrides: dict[str, Any] | None = None,
-) -> Config:
-    """Build a :class:`Config` from defaults, a YAML file (with bases) and overrides."""
-    cfg = Config()
+    schema: type[FlatConfig] = Config,
+) -> Any:
+    """Build a config (a ``schema`` instance) from defaults, a YAML file (with bases) and overrides."""
+    cfg = schema()
     if path is not None:
         for file, data in _yaml_chain(Path(path)):
             for key, value in data.items():
@@ -394,15 +396,15 @@ def load_config(
     return cfg
 
 
-def config_from_dict(values: dict[str, Any], source: str = "<checkpoint>") -> Config:
-    """A Config from a flat mapping (e.g. the one stored in a checkpoint); unknown keys are errors."""
-    cfg = Config()
+def config_from_dict(values: dict[str, Any], source: str = "<checkpoint>", schema: type[FlatConfig] = Config) -> Any:
+    """A config from a flat mapping (e.g. the one stored in a checkpoint); unknown keys are errors."""
+    cfg = schema()
     for key, value in values.items():
         cfg.set(key, value, source=source)
     return cfg
 
 
-def parse_args(argv: list[str]) -> tuple[Config, str | None]:
+def parse_args(argv: list[str], schema: type[FlatConfig] = Config) -> tuple[Any, str | None]:
     """Parse ``--cfg FILE [--set_cfgs k v ...] [--key value | --key=value | --flag] ...``.
 
     Returns the resolved config and the config file path. A bare ``--flag`` sets a boolean
@@ -432,25 +434,25 @@ def parse_args(argv: list[str]) -> tuple[Config, str | None]:
                 raise ConfigError("--cfg needs a file path")
             cfg_path = value
             continue
-        section_of(name, f"--{name}")
+        schema.section_of(name, f"--{name}")
         if value is None:
-            if KEY_TYPES[name] is not bool:
+            if schema.key_type(name) is not bool:
                 raise ConfigError(f"--{name} needs a value")
             value = True
         overrides[name] = value
-    return load_config(cfg_path, set_cfgs, overrides), cfg_path
+    return load_config(cfg_path, set_cfgs, overrides, schema), cfg_path
 
 
-def dump_config(cfg: Config) -> str:
-    """The resolved config as flat YAML that :func:`load_config` reads back to an equal Config."""
+def dump_config(cfg: FlatConfig) -> str:
+    """The resolved config as flat YAML that :func:`load_config` reads back to an equal config."""
     lines = ["# Resolved configuration (all keys); re-load with --cfg this_file"]
-    for section in SECTIONS:
+    for section in (f.name for f in dataclasses.fields(cfg)):
         lines.append(f"# {section}")
         values = dataclasses.asdict(getattr(cfg, section))
         lines.append(yaml.safe_dump(values, sort_keys=False, default_flow_style=False).rstrip())
     return "\n".join(lines) + "\n"
 
 
-def save_config(cfg: Config, path: str | os.PathLike) -> None:
+def save_config(cfg: FlatConfig, path: str | os.PathLike) -> None:
     """Write the resolved config atomically (every run writes it next to its checkpoints)."""
     write_text(path, dump_config(cfg))

@@ -1,0 +1,92 @@
+"""A CLIP with an optional grammar head: what the CLIP-S (+ grammar) reward and evaluation load.
+
+The grammar head (reference §4.5, §6.2) is Linear(W->W, no bias) -> ReLU -> Linear(W->2, no
+bias) over the *pre-projection* text feature (the final-LayerNorm state at EOT, width W =
+``transformer_width``); class 1 means "grammatical".
+
+Files :func:`load_grammar_clip` accepts (``clip_load_path``):
+
+* anything :func:`clip.load` accepts (an OpenAI model name or file, a plain OpenAI-layout state
+  dict): CLIP only, no grammar head;
+* a grammar-CLIP file, a dict ``{"state_dict": {"clip.<OpenAI-layout key>": ..., "grammar_head.0.weight":
+  (W, W), "grammar_head.2.weight": (2, W)}}`` (what :func:`save_grammar_clip` writes), or a Lightning
+  checkpoint of ``retrieval/train_pl.py`` whose ``state_dict`` has those keys (optionally under a
+  ``model.`` prefix).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+import clip
+from captioning.utils.io import atomic_path
+
+PROMPT = "A photo depicts"
+
+
+def grammar_head(width: int) -> nn.Sequential:
+    """The original's two-layer, bias-free grammar head."""
+    return nn.Sequential(nn.Linear(width, width, bias=False), nn.ReLU(), nn.Linear(width, 2, bias=False))
+
+
+class GrammarCLIP(nn.Module):
+    """``clip`` (a :class:`clip.CLIP`) and, optionally, ``grammar_head``."""
+
+    def __init__(self, clip_model: clip.CLIP, with_head: bool = True):
+        super().__init__()
+        self.clip = clip_model
+        self.grammar_head = grammar_head(clip_model.ln_final.weight.shape[0]) if with_head else None
+
+    @property
+    def device(self) -> torch.device:
+        return self.clip.text_projection.device
+
+    def tokenize(self, texts: list[str], prompt: str | None = None) -> Tensor:
+        """Token ids (truncated to the context length), optionally prefixed with ``prompt + ' '``."""
+        if prompt:
+            texts = [f"{prompt} {t}" for t in texts]
+        return clip.tokenize(texts, context_length=self.clip.context_length, truncate=True).to(self.device)
+
+    def text_features(self, tokens: Tensor) -> tuple[Tensor, Tensor]:
+        """(pre-projection pooled features, L2-normalised projected embeddings)."""
+        pooled = self.clip.encode_text_pooled(tokens)
+        return pooled, F.normalize(pooled @ self.clip.text_projection, dim=-1)
+
+    def grammar_logits(self, pooled: Tensor) -> Tensor:
+        if self.grammar_head is None:
+            raise RuntimeError("this CLIP has no grammar head; load a grammar-CLIP file (retrieval/train_pl.py)")
+        return self.grammar_head(pooled)
+
+    def grammar_prob(self, pooled: Tensor) -> Tensor:
+        """P(grammatical) = softmax(head(pooled))[:, 1]."""
+        return self.grammar_logits(pooled).softmax(-1)[:, 1]
+
+
+def save_grammar_clip(model: GrammarCLIP, path: str | os.PathLike) -> None:
+    """Write a grammar-CLIP file atomically (plain tensors only)."""
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    with atomic_path(path) as tmp:
+        torch.save({"state_dict": state}, tmp)
+
+
+def load_grammar_clip(name_or_path: str | os.PathLike, device: str | torch.device = "cpu") -> GrammarCLIP:
+    """Load a grammar-CLIP file, a retrieval checkpoint, or any CLIP :func:`clip.load` accepts."""
+    path = Path(name_or_path)
+    if path.is_file():
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else None
+        if state is not None:
+            state = {k[len("model."):] if k.startswith("model.") else k: v for k, v in state.items()}
+            if any(k.startswith("clip.") for k in state):
+                clip_state = {k[len("clip."):]: v for k, v in state.items() if k.startswith("clip.")}
+                head = {k[len("grammar_head."):]: v for k, v in state.items() if k.startswith("grammar_head.")}
+                model = GrammarCLIP(clip.build_model(clip_state), with_head=bool(head))
+                if head:
+                    model.grammar_head.load_state_dict(head, strict=True)
+                return model.to(device).eval()
+    clip_model, _ = clip.load(str(name_or_path), device=device)
+    return GrammarCLIP(clip_model, with_head=False).to(device).eval()
