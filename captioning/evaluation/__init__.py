@@ -1,0 +1,1 @@
+"""Evaluation tools: what tools/eval_*.py run (file reading, scoring, writing results)."""
