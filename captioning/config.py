@@ -46,6 +46,8 @@ class DataConfig:
     input_fc_dir: str = "data/cocotalk_fc"
     input_clipscore_vis_dir: str = "data/cocotalk_clipscore_vis"
     input_ref_json: Optional[str] = "data/dataset_coco.json"  # raw references for language eval
+    feature_clip_model: str = "RN50"  # the CLIP that made input_att_dir (tools/caption.py reuses it)
+    feature_resolution: int = 448     # its input size for grid features (square resize)
     cached_tokens: str = "coco-train-idxs"
     batch_size: int = 16
     seq_per_img: int = 5

@@ -1,0 +1,91 @@
+"""Caption arbitrary images with a trained checkpoint: CLIP grid features -> captioner -> text.
+
+    from captioning.inference import Captioner
+    captioner = Captioner.from_checkpoint("save/clipRN50_clips/clipRN50_clips-last.ckpt")
+    captioner.caption(["photo.jpg", pil_image])
+
+The CLIP and the grid resolution default to those the checkpoint's training features were made
+with (config keys ``feature_clip_model``, ``feature_resolution``).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+
+import clip
+from captioning.config import config_from_dict
+from captioning.models import beam_search, decode_sequence, sample
+from captioning.training.module import build_captioner
+
+ImageLike = str | os.PathLike | Image.Image
+
+
+def open_image(image: ImageLike) -> Image.Image:
+    """A PIL image from a path (any format PIL reads), or the image itself."""
+    if isinstance(image, Image.Image):
+        return image
+    path = Path(image)
+    if not path.is_file():
+        raise FileNotFoundError(f"image not found: {path}")
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return img.copy()
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{path} is not a readable image ({e})") from None
+
+
+class Captioner:
+    """A captioner plus the CLIP that turns images into its grid features."""
+
+    def __init__(self, model: torch.nn.Module, vocab: dict[str, str], clip_model: clip.CLIP, resolution: int,
+                 keep_aspect: bool = False, beam_size: int = 1, max_length: int = 20, device: str | torch.device = "cpu"):
+        self.model = model.to(device).eval()
+        self.vocab = vocab
+        self.clip = clip_model.to(device).eval()
+        self.preprocess = clip.transforms.grid_preprocess(resolution, keep_aspect=keep_aspect)
+        self.beam_size, self.max_length, self.device = beam_size, max_length, torch.device(device)
+
+    @classmethod
+    def from_checkpoint(cls, ckpt_path: str | os.PathLike, clip_model: str | None = None, resolution: int | None = None,
+                        beam_size: int = 1, device: str | None = None, **kwargs: Any) -> "Captioner":
+        """Load our checkpoint (weights, vocabulary, config) and its feature CLIP."""
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        path = Path(ckpt_path)
+        if not path.is_file():
+            raise FileNotFoundError(f"checkpoint not found: {path}")
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        hp = ckpt.get("hyper_parameters") or {}
+        if "config" not in hp or "vocab" not in hp:
+            raise ValueError(f"{path} is not a captioner checkpoint of this project (no config/vocab); "
+                             "convert an original checkpoint with tools/convert_checkpoint.py")
+        cfg = config_from_dict(hp["config"], source=str(path))
+        model = build_captioner(cfg, len(hp["vocab"]))
+        model.load_state_dict({k[len("model."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")})
+        feature_clip, _ = clip.load(clip_model or cfg.data.feature_clip_model, device=device)
+        return cls(model, hp["vocab"], feature_clip, resolution or cfg.data.feature_resolution, beam_size=beam_size,
+                   max_length=cfg.model.max_length, device=device, **kwargs)
+
+    @torch.inference_mode()
+    def features(self, images: list[ImageLike]) -> torch.Tensor:
+        """(N, H*W, C) grid features, row-major over (row, column), as the training features."""
+        batch = torch.stack([self.preprocess(open_image(im)) for im in images]).to(self.device)
+        grid = self.clip.visual_grid(batch).float()
+        return grid.flatten(2).transpose(1, 2)
+
+    @torch.inference_mode()
+    def caption(self, images: list[ImageLike], batch_size: int = 16) -> list[str]:
+        """One caption per image (greedy, or beam search with ``beam_size`` > 1)."""
+        out: list[str] = []
+        for start in range(0, len(images), batch_size):
+            feats = self.features(images[start : start + batch_size])
+            if self.beam_size > 1:
+                seq = beam_search(self.model, feats, None, beam_size=self.beam_size, max_length=self.max_length).seq
+            else:
+                seq = sample(self.model, feats, None, method="greedy", max_length=self.max_length).seq
+            out += decode_sequence(self.vocab, seq)
+        return out
