@@ -1,47 +1,15 @@
 """tools/train_pl.py end to end on a tiny FineShapes world with random features."""
 import json
 
-import numpy as np
 import pytest
 import torch
 
-from captioning.data.features import write_packed
-from captioning.data.prepro import prepro_labels
-from captioning.fineshapes.dataset import FineShapesPaths, FineShapesSpec, generate
 from captioning.training import run as train_pl
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    root = tmp_path_factory.mktemp("world")
-    paths = FineShapesPaths(images_dir=root / "images", dataset_json=root / "dataset.json", eval_json=root / "e.json",
-                            eval_csv=root / "e.csv", scenes_json=root / "s.json")
-    generate(FineShapesSpec(n_train=30, n_restval=0, n_val=8, n_test=8, n_eval=0, image_size=32), paths,
-             progress=False, workers=1)
-    prepro_labels(paths.dataset_json, root / "talk.json", root / "talk", word_count_threshold=0)
-    ids = [im["id"] for im in json.loads((root / "talk.json").read_text())["images"]]
-    rng = np.random.default_rng(0)
-    write_packed(root / "att.npy", ids, rng.standard_normal((len(ids), 4, 8)).astype(np.float32))
-    cfg = root / "tiny.yml"
-    cfg.write_text(f"""
-input_json: {root / 'talk.json'}
-input_label_h5: {root / 'talk_label.h5'}
-input_att_dir: {root / 'att.npy'}
-input_ref_json: {paths.dataset_json}
-att_feat_size: 8
-N_enc: 1
-N_dec: 1
-d_model: 16
-d_ff: 32
-num_att_heads: 2
-batch_size: 10
-num_workers: 0
-max_epochs: 1
-noamopt: true
-noamopt_warmup: 10
-language_eval: 0
-""")
-    return root, cfg
+def world(tiny_world_factory):
+    return tiny_world_factory(n_train=30)
 
 
 def run(cfg, tmp_path, *args, monkeypatch=None):

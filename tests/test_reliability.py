@@ -1,0 +1,59 @@
+"""Crash safety and determinism of training (kill -9 mid-epoch, then --resume auto)."""
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from captioning.training import run as train_pl
+
+TRAIN = str(Path(__file__).resolve().parents[1] / "tools" / "train_pl.py")
+
+
+def test_short_mle_run_is_bit_for_bit_repeatable(tiny_world_factory, tmp_path, monkeypatch):
+    _, cfg = tiny_world_factory(n_train=30)
+    monkeypatch.chdir(tmp_path)
+    states = []
+    for run_id in ("a", "b"):
+        assert train_pl.main(["--cfg", str(cfg), "--id", run_id, "--checkpoint_path", str(tmp_path / run_id),
+                              "--max_epochs", "2"]) == 0
+        states.append(torch.load(tmp_path / run_id / f"{run_id}-last.ckpt", weights_only=True)["state_dict"])
+    assert states[0].keys() == states[1].keys()
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
+
+
+def test_sigkill_mid_epoch_then_resume_auto(tiny_world_factory, tmp_path):
+    _, cfg = tiny_world_factory(n_train=240, batch_size=2)   # 120 steps per epoch
+    save = tmp_path / "save"
+    last = save / "k-last.ckpt"
+    cmd = [sys.executable, TRAIN, "--cfg", str(cfg), "--id", "k", "--checkpoint_path", str(save), "--max_epochs", "3"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True, env=env)
+    try:
+        deadline = time.time() + 240
+        while not last.exists():
+            assert proc.poll() is None, "training ended before its first checkpoint"
+            assert time.time() < deadline, "no checkpoint after 240 s"
+            time.sleep(0.2)
+        time.sleep(1.0)                                     # into the second epoch
+        assert proc.poll() is None, "training finished before it could be killed; make the epoch longer"
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    saved = torch.load(last, weights_only=True)              # the file is whole: it loads
+    assert saved["global_step"] == 120 and saved["epoch"] == 0
+    assert not list(save.glob(".*.tmp"))                      # no partial checkpoint left behind
+
+    result = subprocess.run(cmd[:-2] + ["--max_epochs", "2", "--resume", "auto"], cwd=tmp_path,
+                            capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    final = torch.load(last, weights_only=True)
+    assert final["global_step"] == 240 and final["epoch"] == 1
+    # Adam's step count continued from the checkpoint: its moments were restored, not restarted
+    assert final["optimizer_states"][0]["state"][0]["step"] == 240
