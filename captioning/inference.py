@@ -17,6 +17,7 @@ import torch
 from PIL import Image
 
 import clip
+from captioning.checkpoints import read_captioner_checkpoint
 from captioning.config import config_from_dict
 from captioning.models import beam_search, decode_sequence, sample
 from captioning.training.module import build_captioner
@@ -53,21 +54,16 @@ class Captioner:
     @classmethod
     def from_checkpoint(cls, ckpt_path: str | os.PathLike, clip_model: str | None = None, resolution: int | None = None,
                         beam_size: int = 1, device: str | None = None, **kwargs: Any) -> "Captioner":
-        """Load our checkpoint (weights, vocabulary, config) and its feature CLIP."""
+        """Load a checkpoint (ours or the original's: weights, vocabulary, config) and its feature CLIP."""
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        path = Path(ckpt_path)
-        if not path.is_file():
-            raise FileNotFoundError(f"checkpoint not found: {path}")
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        hp = ckpt.get("hyper_parameters") or {}
-        if "config" not in hp or "vocab" not in hp:
-            raise ValueError(f"{path} is not a captioner checkpoint of this project (no config/vocab); "
-                             "convert an original checkpoint with tools/convert_checkpoint.py")
-        cfg = config_from_dict(hp["config"], source=str(path))
-        model = build_captioner(cfg, len(hp["vocab"]))
-        model.load_state_dict({k[len("model."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")})
+        if not Path(ckpt_path).is_file():
+            raise FileNotFoundError(f"checkpoint not found: {ckpt_path}")
+        state, vocab, flat = read_captioner_checkpoint(ckpt_path)
+        cfg = config_from_dict(flat, source=str(ckpt_path))
+        model = build_captioner(cfg, len(vocab))
+        model.load_state_dict(state, strict=True)
         feature_clip, _ = clip.load(clip_model or cfg.data.feature_clip_model, device=device)
-        return cls(model, hp["vocab"], feature_clip, resolution or cfg.data.feature_resolution, beam_size=beam_size,
+        return cls(model, vocab, feature_clip, resolution or cfg.data.feature_resolution, beam_size=beam_size,
                    max_length=cfg.model.max_length, device=device, **kwargs)
 
     @torch.inference_mode()

@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
+from .hf import read_hf_folder
 from .model import CLIP, build_model, convert_to_fp16
 from .transforms import ClipPreprocess, clip_preprocess
 
@@ -116,7 +117,8 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
 
 def load(name_or_path: str | Path, device: str | torch.device = "cpu", jit: bool = False,
          download_root: str | Path | None = None, fp16: bool = False) -> tuple[CLIP, ClipPreprocess]:
-    """Load CLIP weights by model name (see `available_models`) or file path.
+    """Load CLIP weights by model name (see `available_models`), file path, or Hugging Face CLIP folder
+    (``config.json`` + ``model.safetensors`` or ``pytorch_model.bin``, ViT models; see `clip.hf`).
 
     Returns (model in eval mode on `device`, preprocess for its input resolution). The model is fp32
     unless fp16=True, which needs a CUDA device and casts weights like OpenAI's release. Only the eager
@@ -127,13 +129,17 @@ def load(name_or_path: str | Path, device: str | torch.device = "cpu", jit: bool
     device = torch.device(device)
     if fp16 and device.type != "cuda":
         raise ValueError(f"fp16 is only supported on CUDA, not on {device}")
+    source = Path(name_or_path).expanduser()
     if str(name_or_path) in _MODELS:
-        path = model_file(str(name_or_path), download_root)
-    elif Path(name_or_path).expanduser().is_file():
-        path = Path(name_or_path).expanduser()
+        state_dict = read_state_dict(model_file(str(name_or_path), download_root))
+    elif source.is_file():
+        state_dict = read_state_dict(source)
+    elif source.is_dir():
+        state_dict = read_hf_folder(source)
     else:
-        raise FileNotFoundError(f"{name_or_path!r} is neither a CLIP model name {available_models()} nor a file")
-    model = build_model(read_state_dict(path))
+        raise FileNotFoundError(f"{name_or_path!r} is neither a CLIP model name {available_models()} nor a file "
+                                "nor a Hugging Face CLIP folder")
+    model = build_model(state_dict)
     if fp16:
         convert_to_fp16(model)
     return model.to(device), clip_preprocess(model.visual.input_resolution)
