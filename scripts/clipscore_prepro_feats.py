@@ -1,0 +1,11 @@
+"""L2-normalised CLIP-S image embeddings (reference §1.5); see captioning/data/extract.py.
+
+    python scripts/clipscore_prepro_feats.py --input_json data/dataset_coco.json --output_dir data/cocotalk \
+        --images_root datasets/COCO/images
+"""
+import sys
+
+from captioning.data.extract import clipscore_main
+
+if __name__ == "__main__":
+    sys.exit(clipscore_main())

@@ -1,0 +1,11 @@
+"""CLIP-S image embeddings of FineCapEval images (reference §1.6): ids are file stems.
+
+    python scripts_FineCapEval/clipscore_prepro_feats.py --input_json data/FineCapEval.json \
+        --output_dir data/FineCapEval --images_root datasets/FineCapEval/images
+"""
+import sys
+
+from captioning.data.extract import clipscore_main
+
+if __name__ == "__main__":
+    sys.exit(clipscore_main(finecapeval=True))
