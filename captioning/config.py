@@ -48,7 +48,7 @@ class DataConfig:
     input_ref_json: Optional[str] = "data/dataset_coco.json"  # raw references for language eval
     feature_clip_model: str = "RN50"  # the CLIP that made input_att_dir (tools/caption.py reuses it)
     feature_resolution: int = 448     # its input size for grid features (square resize)
-    cached_tokens: str = "coco-train-idxs"
+    cached_tokens: str = "coco-train-idxs"  # CIDEr-D reward df: data/<name>.p, or a path ending in .p
     batch_size: int = 16
     seq_per_img: int = 5
     train_only: int = 0
@@ -126,7 +126,7 @@ class RewardConfig:
     use_grammar_baseline: bool = False
     clip_load_path: Optional[str] = None
     clip_model: str = "ViT-B/32"
-    keep_mle_optimizer_state: bool = False
+    keep_mle_optimizer_state: bool = False  # with --init_from: carry its Adam state (moments, betas, eps)
 
 
 @dataclass
@@ -156,6 +156,7 @@ class TrainConfig:
     init_from: Optional[str] = None
     resume: Optional[str] = None
     max_epochs: int = -1
+    limit_train_batches: int = -1  # at most this many training batches per epoch (-1: all); short demo runs
     precision: str = "32"
     seed: int = 1234
     accelerator: str = "auto"
@@ -163,6 +164,7 @@ class TrainConfig:
     num_nodes: int = 1
     strategy: str = "auto"
     language_eval: int = 0
+    eval_clipscore: bool = False  # CLIP-S / RefCLIP-S at val/test without the CLIP-S reward (loads clip_vis_feats)
     losses_log_every: int = 25
     load_best_score: int = 1
     val_split: str = "val"

@@ -132,7 +132,8 @@ def test_faithful_phase2_configs(name):
     assert cfg.get("use_grammar_baseline") is grammar
     assert cfg.get("noamopt") is False and cfg.get("learning_rate") == pytest.approx(5e-6)
     assert cfg.get("learning_rate_decay_start") == -1
-    assert (cfg.get("self_critical_after"), cfg.get("max_epochs"), cfg.get("precision")) == (15, 40, "32")
+    # 15 RL epochs from --init_from (the original resumed epoch 25 of 40 with self_critical_after 15)
+    assert (cfg.get("self_critical_after"), cfg.get("max_epochs"), cfg.get("precision")) == (0, 15, "32")
     assert cfg.get("cider_reward_weight") == 1.0 and cfg.get("train_sample_n") == 5
     assert cfg.get("checkpoint_path") == f"save/{name}"
 

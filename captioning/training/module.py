@@ -1,12 +1,25 @@
-"""The captioning LightningModule: MLE training, validation and test (reference §4).
+"""The captioning LightningModule: MLE and self-critical training, validation and test (reference §4).
+
+Training is MLE until epoch ``self_critical_after`` (-1: never), self-critical (SCST) from then
+on: ``train_sample_n`` captions sampled per image with dropout on, the configured reward
+(``captioning.rewards``) minus a baseline (``sc_baseline``: the greedy caption decoded in eval
+mode, or the mean of the image's other samples), and the loss of
+``captioning.training.losses.self_critical_loss``. No MLE term is mixed in.
+
+Validation and test decode greedily; when the batches carry CLIP-S image embeddings
+(``use_clipscore`` or ``eval_clipscore``) they also score CLIP-S, RefCLIP-S (the original's and
+Hessel's) against the decoded reference rows, and ``grammar_prob`` with the fine-tuned grammar
+CLIP when ``use_grammar`` (reference §4.7, §10 item 6).
 
 Checkpoints hold the model weights under ``model.*`` plus two plain hyper-parameters: the
-flat resolved config and the vocabulary (``ix_to_word``). Nothing custom is pickled.
+flat resolved config and the vocabulary (``ix_to_word``). Nothing custom is pickled; the
+reward CLIP is not part of the module's state.
 """
 from __future__ import annotations
 
 import json
 import math
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +29,27 @@ import torch.distributed as dist
 from torch import Tensor
 
 from captioning.config import Config, config_from_dict
-from captioning.metrics import diversity_stats, language_eval, refs_from_coco, refs_from_karpathy, write_eval_results
+from captioning.metrics import (
+    CLIPScorer,
+    diversity_stats,
+    language_eval,
+    refs_from_coco,
+    refs_from_karpathy,
+    write_eval_results,
+)
 from captioning.models import DecodeOutput, TransformerCaptioner, bad_ending_ids, beam_search, decode_sequence, sample
-from captioning.training.losses import language_model_loss
+from captioning.rewards import (
+    RewardCLIP,
+    SelfCriticalReward,
+    build_self_critical_reward,
+    eval_clip_source,
+    load_reward_clip,
+    reward_clip_source,
+)
+from captioning.training.losses import language_model_loss, self_critical_loss
 from captioning.training.optim import build_optimizer
+
+CLIP_METRICS = ("CLIP-S", "RefCLIP-S", "RefCLIP-S-Hessel", "grammar_prob")
 
 
 def build_captioner(cfg: Config, vocab_size: int) -> TransformerCaptioner:
@@ -42,7 +72,11 @@ def load_references(path: str, split: str) -> dict[Any, list[str]]:
 
 
 class CaptionerModule(pl.LightningModule):
-    """Transformer captioner trained with MLE; validation and test decode and evaluate."""
+    """Transformer captioner trained with MLE, then SCST; validation and test decode and evaluate.
+
+    ``initial_optimizer_state`` (set before fitting, e.g. by ``--init_from`` with
+    ``keep_mle_optimizer_state``) is an optimiser state dict carried into the new optimiser.
+    """
 
     def __init__(self, config: dict[str, Any], vocab: dict[str, str]):
         super().__init__()
@@ -55,9 +89,86 @@ class CaptionerModule(pl.LightningModule):
         self.bad_ids = bad_ending_ids(vocab) if self.cfg.decode.remove_bad_endings else None
         self._eval_rows: list[dict[str, Any]] = []
         self._refs: dict[str, dict[Any, list[str]]] = {}
+        self.initial_optimizer_state: dict | None = None
+        self._clips: dict[str, RewardCLIP] = {}
+        self._reward: SelfCriticalReward | None = None
+        self._eval_scorer: CLIPScorer | None = None
+        self._backward_start: float | None = None
 
     def configure_optimizers(self) -> dict:
-        return build_optimizer(self.cfg, self.model.parameters())
+        return build_optimizer(self.cfg, self.model.parameters(), initial_state=self.initial_optimizer_state)
+
+    # ---- self-critical training
+
+    def self_critical_active(self, epoch: int | None = None) -> bool:
+        """SCST in ``epoch`` (default: the current one): ``self_critical_after`` >= 0 and reached."""
+        after = self.cfg.reward.self_critical_after
+        return after >= 0 and (self.current_epoch if epoch is None else epoch) >= after
+
+    def setup(self, stage: str) -> None:
+        """Build the reward before fitting when SCST is scheduled, so a bad setting fails at once."""
+        if stage == "fit" and self.cfg.reward.self_critical_after >= 0 and self._reward is None:
+            check_self_critical_config(self.cfg)
+            self._reward = build_self_critical_reward(self.cfg, self.vocab, clip=self._maybe_reward_clip())
+
+    def _clip(self, source: str) -> RewardCLIP:
+        """A frozen CLIP by name or path, loaded once per module and kept on the module's device."""
+        if source not in self._clips:
+            self._clips[source] = load_reward_clip(source)
+        return self._clips[source].to(self.device)
+
+    def _maybe_reward_clip(self) -> RewardCLIP | None:
+        return self._clip(reward_clip_source(self.cfg.reward)) if self.cfg.reward.use_clipscore else None
+
+    def _timer(self) -> float:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter()
+
+    @torch.no_grad()
+    def baseline_decode(self, att_feats: Tensor, att_masks: Tensor | None) -> Tensor:
+        """The greedy baseline (B, L): decoded in eval mode (dropout off), as the original."""
+        r, was_training = self.cfg.reward, self.model.training
+        self.model.eval()
+        try:
+            if r.sc_beam_size > 1:
+                return beam_search(self.model, att_feats, att_masks, beam_size=r.sc_beam_size,
+                                   max_length=self.cfg.model.max_length).seq
+            return sample(self.model, att_feats, att_masks, method="greedy", max_length=self.cfg.model.max_length).seq
+        finally:
+            self.model.train(was_training)
+
+    def scst_loss(self, batch: dict[str, Any]) -> Tensor:
+        """One SCST step's loss; logs the reward statistics and the sampling / reward times."""
+        if self._reward is None:
+            self.setup("fit")
+        if self._reward.clip is not None:
+            self._reward.clip.to(self.device)
+        r = self.cfg.reward
+        att_feats, att_masks = batch["att_feats"], batch["att_masks"]
+        start = self._timer()
+        greedy = self.baseline_decode(att_feats, att_masks) if r.sc_baseline == "greedy" else None
+        out = sample(self.model, att_feats, att_masks, method=r.train_sample_method, sample_n=r.train_sample_n,
+                     max_length=self.cfg.model.max_length)
+        sampled = self._timer()
+        reward = self._reward(out.seq, greedy, batch["gts"], batch.get("clip_vis_feats"))
+        scored = self._timer()
+        loss = self_critical_loss(out.logprobs, out.seq, reward.advantage)
+        b = att_feats.size(0)
+        stats = {**reward.stats, "sample_length": float((out.seq > 0).sum(1).float().mean()),
+                 "time_sample": sampled - start, "time_reward": scored - sampled}
+        for key, value in stats.items():
+            self.log(f"train/{key}", value, batch_size=b, prog_bar=key == "reward")
+        return loss
+
+    def on_before_backward(self, loss: Tensor) -> None:
+        if self.self_critical_active():
+            self._backward_start = self._timer()
+
+    def on_after_backward(self) -> None:
+        if self._backward_start is not None:
+            self.log("train/time_backward", self._timer() - self._backward_start)
+        self._backward_start = None
 
     def mle_loss(self, batch: dict[str, Any]) -> Tensor:
         labels, masks = batch["labels"], batch["masks"]
@@ -67,7 +178,7 @@ class CaptionerModule(pl.LightningModule):
         return language_model_loss(logprobs, target, mask, self.cfg.optim.label_smoothing)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
-        loss = self.mle_loss(batch)
+        loss = self.scst_loss(batch) if self.self_critical_active() else self.mle_loss(batch)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"non-finite training loss ({loss.item()}) at global step {self.global_step}; "
                                      "the last checkpoint is kept")
@@ -97,9 +208,32 @@ class CaptionerModule(pl.LightningModule):
         perplexity = -out.logprobs.sum(1) / n_tokens
         probs_logprobs = out.full_logprobs.exp() * out.full_logprobs
         entropy = -torch.nan_to_num(probs_logprobs).sum((1, 2)) / n_tokens
+        clip_scores = self.clip_metrics(batch, captions) if "clip_vis_feats" in batch else {}
         for k, info in enumerate(batch["infos"]):
             self._eval_rows.append({"image_id": info["id"], "caption": captions[k],
-                                    "perplexity": float(perplexity[k]), "entropy": float(entropy[k])})
+                                    "perplexity": float(perplexity[k]), "entropy": float(entropy[k]),
+                                    **{key: float(v[k]) for key, v in clip_scores.items()}})
+
+    def _eval_text_embeddings(self, texts: list[str]) -> Tensor:
+        clip = self._clip(eval_clip_source(self.cfg.reward))
+        return clip.model.text_features(clip.model.tokenize(texts))[1]
+
+    def clip_metrics(self, batch: dict[str, Any], captions: list[str]) -> dict[str, Tensor]:
+        """CLIP-S, RefCLIP-S, RefCLIP-S-Hessel (against the decoded label rows, when the batch has
+        any) and, with ``use_grammar``, ``grammar_prob`` from the grammar CLIP's own text features."""
+        if self._eval_scorer is None:
+            self._eval_scorer = CLIPScorer(self._eval_text_embeddings)
+        refs = None
+        if all(len(g) for g in batch["gts"]):
+            refs = [decode_sequence(self.vocab, torch.as_tensor(g)) for g in batch["gts"]]
+        out = self._eval_scorer.score(batch["clip_vis_feats"], captions, refs)
+        if self.cfg.reward.use_grammar:
+            grammar = self._clip(reward_clip_source(self.cfg.reward))
+            if not grammar.has_grammar_head:
+                raise ValueError(f"use_grammar: {reward_clip_source(self.cfg.reward)} has no grammar head; set "
+                                 "clip_load_path to a grammar-CLIP file or retrieval checkpoint")
+            out["grammar_prob"] = grammar.grammar(grammar.encode(captions)[0])
+        return out
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._eval_step(batch, self.cfg.train.val_split)
@@ -142,15 +276,34 @@ class CaptionerModule(pl.LightningModule):
             result = language_eval(preds, self._refs[split])
         else:
             result = {"overall": {}, "imgToEval": {p["image_id"]: dict(p) for p in preds}}
-        extra = {"perplexity": _mean(r["perplexity"] for r in rows), "entropy": _mean(r["entropy"] for r in rows),
-                 **diversity_stats([r["caption"] for r in rows])}
-        per_image = {r["image_id"]: {"perplexity": r["perplexity"], "entropy": r["entropy"]} for r in rows}
+        keys = ["perplexity", "entropy", *(k for k in CLIP_METRICS if rows and all(k in r for r in rows))]
+        extra = {**{k: _mean(r[k] for r in rows) for k in keys}, **diversity_stats([r["caption"] for r in rows])}
+        per_image = {r["image_id"]: {k: r[k] for k in keys} for r in rows}
         path = write_eval_results(result, self.cfg.train.id, split, overall=extra, per_image=per_image)
         overall = {**result["overall"], **extra}
         numbers = {k: float(v) for k, v in overall.items() if isinstance(v, (int, float)) and math.isfinite(v)}
-        shown = ", ".join(f"{k} {numbers[k]:.4g}" for k in ("Bleu_4", "METEOR", "ROUGE_L", "CIDEr") if k in numbers)
+        shown = ", ".join(f"{k} {numbers[k]:.4g}" for k in ("Bleu_4", "METEOR", "ROUGE_L", "CIDEr", "CLIP-S",
+                                                             "RefCLIP-S", "grammar_prob") if k in numbers)
         self.print(f"[{split}] epoch {self.current_epoch}: {shown or 'language_eval off'} -> {path}")
         return numbers
+
+
+def check_self_critical_config(cfg: Config) -> None:
+    """Settings of the SCST step that the reward does not check itself."""
+    r = cfg.reward
+    if r.sc_baseline not in ("greedy", "mean"):
+        raise ValueError(f"sc_baseline must be 'greedy' or 'mean', got {r.sc_baseline!r}")
+    if r.sc_baseline == "mean" and r.train_sample_n < 2:
+        raise ValueError("sc_baseline 'mean' (leave-one-out) needs train_sample_n >= 2")
+    if r.train_sample_method not in ("sample", "greedy"):
+        raise ValueError(f"train_sample_method must be 'sample' or 'greedy', got {r.train_sample_method!r}")
+    if r.train_beam_size != 1:
+        raise ValueError(f"train_beam_size {r.train_beam_size} is not supported (SCST samples with beam size 1)")
+    if r.sc_sample_method != "greedy":
+        raise ValueError(f"sc_sample_method must be 'greedy' (the baseline is decoded greedily or with "
+                         f"sc_beam_size > 1 beams), got {r.sc_sample_method!r}")
+    if r.use_clipscore and not cfg.data.input_clipscore_vis_dir:
+        raise ValueError("use_clipscore needs input_clipscore_vis_dir (the CLIP-S image embeddings)")
 
 
 def _mean(values) -> float:

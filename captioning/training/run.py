@@ -8,9 +8,24 @@ are explicit and a missing checkpoint is always an error:
 
 * ``--resume PATH|auto`` continues a run with its full trainer state (epoch, step, optimiser);
   ``auto`` takes ``<checkpoint dir>/<id>-last.ckpt`` if it exists and starts fresh otherwise.
-* ``--init_from PATH`` loads model weights only (e.g. phase 2 from the MLE checkpoint).
+* ``--init_from PATH`` loads model weights only (e.g. phase 2 from the MLE checkpoint); the
+  epoch count starts at 0 and the optimiser is fresh, unless ``keep_mle_optimizer_state``
+  carries over the checkpoint's Adam state (moments, step counts, and its betas / eps: from a
+  NoamOpt MLE run (0.9, 0.98) and 1e-9, as the original's phase 2 inherited); the lr is this
+  run's ``learning_rate`` either way.
 * ``--evaluate`` (or the original's ``EVALUATE=1``) tests a checkpoint on the test split:
   ``--init_from``/``--resume`` if given, else ``<checkpoint dir>/<id>-last.ckpt``.
+
+Self-critical training (SCST) runs in every epoch >= ``self_critical_after`` (-1: never):
+
+* phase 2 from an MLE checkpoint, N RL epochs (what the phase-2 configs do):
+  ``--init_from save/<mle_id>/<mle_id>-last.ckpt`` with ``self_critical_after: 0`` and
+  ``max_epochs: N``. (The original resumed the MLE trainer state instead: epochs 25..39 of
+  ``max_epochs: 40`` with ``self_critical_after: 15``, i.e. N = 15.)
+* MLE then SCST in one run: ``self_critical_after: M``, ``max_epochs: M + N``.
+
+SCST from epoch 0 without ``--init_from`` or ``--resume`` would train a random model with
+rewards, and is an error.
 
 Checkpoints go to ``<checkpoint_path>/<id>-last.ckpt`` and ``<id>-best.ckpt`` (best
 ``val/CIDEr``, or ``val/loss`` without language evaluation), with the resolved config
@@ -18,6 +33,7 @@ Checkpoints go to ``<checkpoint_path>/<id>-last.ckpt`` and ``<id>-best.ckpt`` (b
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -56,6 +72,7 @@ def build_trainer(cfg: Config, ckpt_dir: Path, monitor: str, mode: str) -> pl.Tr
     clip_algorithm = {"norm": "norm", "value": "value"}[cfg.optim.grad_clip_mode]
     return pl.Trainer(
         max_epochs=cfg.train.max_epochs,
+        limit_train_batches=cfg.train.limit_train_batches if cfg.train.limit_train_batches > 0 else None,
         accelerator=cfg.train.accelerator,
         devices=devices,
         num_nodes=cfg.train.num_nodes,
@@ -86,6 +103,37 @@ def resolve_resume(value: str | None, ckpt_dir: Path, run_id: str) -> str | None
     return value
 
 
+def build_data(cfg: Config) -> CaptionDataModule:
+    """The data module; it loads the CLIP-S image embeddings for the CLIP-S reward or ``eval_clipscore``."""
+    with_clip = cfg.reward.use_clipscore or cfg.train.eval_clipscore
+    paths = dataclasses.replace(data_paths_from_config(cfg),
+                                input_clipscore_vis_dir=cfg.data.input_clipscore_vis_dir if with_clip else None)
+    return CaptionDataModule(paths, cfg.data.batch_size, cfg.data.seq_per_img, with_clip, cfg.data.num_workers,
+                             bool(cfg.data.train_only))
+
+
+def init_optimizer_state(path: str | Path) -> dict:
+    """The first optimiser's state dict of a Lightning checkpoint (``keep_mle_optimizer_state``)."""
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    states = ckpt.get("optimizer_states") or []
+    if not states:
+        raise ValueError(f"keep_mle_optimizer_state: {path} holds no optimizer state (a weights-only file?)")
+    return states[0]
+
+
+def check_start(cfg: Config, resume: str | None) -> str | None:
+    """An error message for a start that cannot be what was meant, else None."""
+    r, init_from = cfg.reward, cfg.train.init_from
+    if init_from and resume:
+        return "give either --resume or --init_from, not both"
+    if r.keep_mle_optimizer_state and not init_from:
+        return "keep_mle_optimizer_state needs --init_from (the checkpoint whose optimizer state to carry over)"
+    if r.self_critical_after == 0 and not init_from and not resume:
+        return ("self_critical_after is 0 but no weights are loaded: self-critical training would start from a "
+                "random model; pass --init_from save/<mle_id>/<mle_id>-last.ckpt (or --resume)")
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     evaluate = os.environ.get("EVALUATE", "0") not in ("", "0")
@@ -104,8 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     ckpt_dir = checkpoint_dir(cfg)
     vocab = read_vocab(cfg.data.input_json)
     module = CaptionerModule(cfg.to_flat_dict(), vocab)
-    data = CaptionDataModule(data_paths_from_config(cfg), cfg.data.batch_size, cfg.data.seq_per_img,
-                             cfg.reward.use_clipscore, cfg.data.num_workers, bool(cfg.data.train_only))
+    data = build_data(cfg)
     monitor, mode = ("val/CIDEr", "max") if cfg.train.language_eval else ("val/loss", "min")
     trainer = build_trainer(cfg, ckpt_dir, monitor, mode)
 
@@ -122,12 +169,20 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     resume = resolve_resume(cfg.train.resume, ckpt_dir, cfg.train.id)
+    problem = check_start(cfg, resume)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     if cfg.train.init_from:
-        if resume:
-            print("error: give either --resume or --init_from, not both", file=sys.stderr)
-            return 2
         load_weights(module, cfg.train.init_from)
         print(f"[train_pl] initialised weights from {cfg.train.init_from}")
+        if cfg.reward.keep_mle_optimizer_state:
+            module.initial_optimizer_state = init_optimizer_state(cfg.train.init_from)
+            print("[train_pl] carrying over its optimizer state (keep_mle_optimizer_state)")
+        if cfg.reward.self_critical_after > 0:
+            print(f"[train_pl] note: --init_from restarts the epoch count at 0, so epochs 0.."
+                  f"{cfg.reward.self_critical_after - 1} train with MLE before self-critical training; "
+                  "phase 2 from an MLE checkpoint uses self_critical_after: 0")
     if trainer.is_global_zero:
         save_config(cfg, ckpt_dir / f"{cfg.train.id}.yml")
     trainer.fit(module, datamodule=data, ckpt_path=resume)
