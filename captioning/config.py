@@ -159,6 +159,7 @@ class TrainConfig:
     limit_train_batches: int = -1  # at most this many training batches per epoch (-1: all); short demo runs
     precision: str = "32"
     seed: int = 1234
+    num_threads: int = 0  # torch CPU threads per process; 0 = torch's default (all cores)
     accelerator: str = "auto"
     devices: str = "auto"
     num_nodes: int = 1

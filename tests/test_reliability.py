@@ -59,3 +59,53 @@ def test_sigkill_mid_epoch_then_resume_auto(tiny_world_factory, tmp_path):
     assert final["global_step"] == steps_per_epoch * epochs and final["epoch"] == epochs - 1
     # Adam's step count continued from the checkpoint: its moments were restored, not restarted
     assert final["optimizer_states"][0]["state"][0]["step"] == steps_per_epoch * epochs
+
+
+def _tiny_copy(tiny_world_factory, tmp_path, **changes):
+    """The tiny world's config with some keys changed, written to tmp_path."""
+    _, cfg = tiny_world_factory(n_train=30)
+    text = cfg.read_text()
+    for key, value in changes.items():
+        text = "\n".join(line for line in text.splitlines() if not line.startswith(f"{key}:")) + f"\n{key}: {value}\n"
+    path = tmp_path / "cfg.yml"
+    path.write_text(text)
+    return path
+
+
+def test_nan_loss_stops_with_the_step_and_keeps_the_last_checkpoint(tiny_world_factory, tmp_path, monkeypatch,
+                                                                     capsys):
+    import numpy as np
+
+    from captioning.data.features import PackedFeatures, write_packed
+
+    root, _ = tiny_world_factory(n_train=30)
+    good = PackedFeatures(root / "att.npy")
+    ids = good.manifest["ids"]
+    feats = np.stack([good[i] for i in ids])
+    feats[:] = np.nan
+    write_packed(tmp_path / "nan.npy", ids, feats)
+    monkeypatch.chdir(tmp_path)
+    args = ["--cfg", str(_tiny_copy(tiny_world_factory, tmp_path)), "--id", "n", "--checkpoint_path", "save"]
+    assert train_pl.main(args) == 0                        # one good epoch: a checkpoint exists
+    before = (tmp_path / "save" / "n-last.ckpt").read_bytes()
+    rc = train_pl.main(args + ["--resume", "auto", "--max_epochs", "2", "--input_att_dir", str(tmp_path / "nan.npy")])
+    err = capsys.readouterr().err
+    assert rc == 1 and "non-finite training loss (nan) at global step 3" in err
+    assert "the last good checkpoint is save/n-last.ckpt" in err
+    assert (tmp_path / "save" / "n-last.ckpt").read_bytes() == before
+
+
+def test_feature_width_mismatch_is_a_clear_error(tiny_world_factory, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    cfg = _tiny_copy(tiny_world_factory, tmp_path, att_feat_size=2048)
+    assert train_pl.main(["--cfg", str(cfg), "--id", "w", "--checkpoint_path", "save"]) == 2
+    err = capsys.readouterr().err
+    assert "width 8" in err and "att_feat_size 2048" in err and "Traceback" not in err
+
+
+def test_unwritable_output_folder(tiny_world_factory, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a_file").write_text("")
+    cfg = _tiny_copy(tiny_world_factory, tmp_path)
+    assert train_pl.main(["--cfg", str(cfg), "--id", "u", "--checkpoint_path", "a_file/save"]) == 2
+    assert "cannot write to output folder a_file/save" in capsys.readouterr().err

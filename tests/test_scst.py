@@ -190,8 +190,8 @@ def test_phase2_clips_grammar_and_eval_metrics(phase2, monkeypatch):
 
 def test_phase2_start_errors(phase2, monkeypatch, capsys):
     monkeypatch.chdir(phase2["dir"])
-    with pytest.raises(FileNotFoundError, match="checkpoint not found"):
-        rl(phase2, "e1", "--init_from", str(phase2["dir"] / "missing.ckpt"))
+    assert rl(phase2, "e1", "--init_from", str(phase2["dir"] / "missing.ckpt")) == 2
+    assert "checkpoint not found" in capsys.readouterr().err
     assert rl(phase2, "e2") == 2
     assert "random model" in capsys.readouterr().err
     assert rl(phase2, "e3", "--self_critical_after", "1", "--keep_mle_optimizer_state") == 2
@@ -199,5 +199,5 @@ def test_phase2_start_errors(phase2, monkeypatch, capsys):
     with pytest.raises(ValueError, match="grammar head"):
         rl(phase2, "e4", "--init_from", str(phase2["mle"]), "--use_clipscore", "--use_multi_rewards",
            "--use_grammar")
-    with pytest.raises(FileNotFoundError, match="CIDEr-D document frequencies"):
-        rl(phase2, "e5", "--init_from", str(phase2["mle"]), "--cached_tokens", "no-such-idxs")
+    assert rl(phase2, "e5", "--init_from", str(phase2["mle"]), "--cached_tokens", "no-such-idxs") == 2
+    assert "CIDEr-D document frequencies" in capsys.readouterr().err

@@ -111,6 +111,13 @@ class CaptionDataset(Dataset):
             raise DatasetError(f"{len(missing)} image(s) have no features in {self.paths.input_att_dir}, "
                                f"e.g. ids {missing[:5]}; run the feature extraction for them")
 
+    def check_feature_size(self, ix: int, expected: int) -> None:
+        """Fail early when the features' width is not the model's ``att_feat_size``."""
+        shape = np.shape(self.att[self.images[ix]["id"]])
+        if shape[-1] != expected:
+            raise DatasetError(f"features in {self.paths.input_att_dir} have shape {shape} (width {shape[-1]}) but "
+                               f"the model expects att_feat_size {expected}; fix the config or re-extract them")
+
     def captions(self, ix: int) -> tuple[np.ndarray, np.ndarray]:
         """(``seq_per_img`` rows, all rows) of image ``ix``."""
         if not self.paths.input_label_h5:
@@ -181,8 +188,10 @@ class CaptionDataModule(pl.LightningDataModule):
     """
 
     def __init__(self, paths: DataPaths, batch_size: int, seq_per_img: int = 5, use_clipscore: bool = False,
-                 num_workers: int = 4, train_only: bool = False, eval_batch_size: int | None = None):
+                 num_workers: int = 4, train_only: bool = False, eval_batch_size: int | None = None,
+                 att_feat_size: int | None = None):
         super().__init__()
+        self.att_feat_size = att_feat_size
         self.paths, self.batch_size, self.seq_per_img = paths, batch_size, seq_per_img
         self.use_clipscore, self.num_workers, self.train_only = use_clipscore, num_workers, train_only
         self.eval_batch_size = eval_batch_size
@@ -204,6 +213,8 @@ class CaptionDataModule(pl.LightningDataModule):
         if not indices:
             raise DatasetError(f"split {split!r} of {self.paths.input_json} is empty")
         self.dataset.check_features(indices)
+        if self.att_feat_size is not None:
+            self.dataset.check_feature_size(indices[0], self.att_feat_size)
         return DataLoader(Subset(self.dataset, indices), batch_size=self._per_process(batch_size), shuffle=shuffle,
                           num_workers=self.num_workers, collate_fn=collate, drop_last=False,
                           persistent_workers=self.num_workers > 0, pin_memory=torch.cuda.is_available())

@@ -28,6 +28,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from captioning.checkpoints import read_captioner_checkpoint
 from captioning.config import Config, config_from_dict
 from captioning.metrics import (
     CLIPScorer,
@@ -180,8 +181,7 @@ class CaptionerModule(pl.LightningModule):
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         loss = self.scst_loss(batch) if self.self_critical_active() else self.mle_loss(batch)
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"non-finite training loss ({loss.item()}) at global step {self.global_step}; "
-                                     "the last checkpoint is kept")
+            raise FloatingPointError(f"non-finite training loss ({loss.item()}) at global step {self.global_step}")
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["att_feats"].size(0))
         return loss
 
@@ -311,25 +311,21 @@ def _mean(values) -> float:
     return sum(values) / len(values) if values else float("nan")
 
 
-def checkpoint_vocab(path: str | Path) -> dict[str, str] | None:
-    """The vocabulary stored in one of our checkpoints, if any."""
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    return (ckpt.get("hyper_parameters") or {}).get("vocab")
+def checkpoint_vocab(path: str | Path) -> dict[str, str]:
+    """The vocabulary stored in a captioner checkpoint (ours or the original's)."""
+    return read_captioner_checkpoint(path)[1]
 
 
 def load_weights(module: CaptionerModule, path: str | Path) -> None:
-    """Load only the model weights of a checkpoint into ``module`` (``--init_from``, evaluation)."""
+    """Load only the model weights of a checkpoint (ours or the original's) into ``module``
+    (``--init_from``, evaluation)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    vocab = (ckpt.get("hyper_parameters") or {}).get("vocab")
-    if vocab is not None and vocab != module.vocab:
+    state, vocab, _ = read_captioner_checkpoint(path)
+    if vocab != module.vocab:
         raise ValueError(f"{path} was trained with a different vocabulary ({len(vocab)} words) than the data's "
                          f"({len(module.vocab)} words); use the cocotalk.json it was trained with")
-    state = {k[len("model."):]: v for k, v in ckpt.get("state_dict", ckpt).items() if k.startswith("model.")}
-    if not state:
-        raise ValueError(f"{path} holds no captioner weights (no 'model.*' keys in its state_dict)")
     try:
         module.model.load_state_dict(state, strict=True)
     except RuntimeError as e:

@@ -44,7 +44,8 @@ from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger
 
 from captioning.config import Config, ConfigError, parse_args, save_config
-from captioning.data.dataset import CaptionDataModule, data_paths_from_config
+from captioning.data.dataset import CaptionDataModule, DatasetError, data_paths_from_config
+from captioning.data.features import FeatureError
 from captioning.training.checkpoint_io import AtomicCheckpointIO
 from captioning.training.module import CaptionerModule, load_weights, read_vocab
 
@@ -109,7 +110,7 @@ def build_data(cfg: Config) -> CaptionDataModule:
     paths = dataclasses.replace(data_paths_from_config(cfg),
                                 input_clipscore_vis_dir=cfg.data.input_clipscore_vis_dir if with_clip else None)
     return CaptionDataModule(paths, cfg.data.batch_size, cfg.data.seq_per_img, with_clip, cfg.data.num_workers,
-                             bool(cfg.data.train_only))
+                             bool(cfg.data.train_only), att_feat_size=cfg.model.att_feat_size)
 
 
 def init_optimizer_state(path: str | Path) -> dict:
@@ -134,7 +135,29 @@ def check_start(cfg: Config, resume: str | None) -> str | None:
     return None
 
 
+def check_writable(*folders: Path) -> str | None:
+    """An error message when an output folder cannot be created or written, else None."""
+    for folder in folders:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            probe = folder / f".write_test_{os.getpid()}"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as e:
+            return f"cannot write to output folder {folder}: {e.strerror or e}"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run; a bad input (config, data, features, checkpoint) ends with one ``error:`` line and exit status 2."""
+    try:
+        return _main(argv)
+    except (ConfigError, DatasetError, FeatureError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def _main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     evaluate = os.environ.get("EVALUATE", "0") not in ("", "0")
     if "--evaluate" in argv:
@@ -149,7 +172,13 @@ def main(argv: list[str] | None = None) -> int:
         print("error: --id is required (it names the checkpoints and result files)", file=sys.stderr)
         return 2
     pl.seed_everything(cfg.train.seed, workers=True)
+    if cfg.train.num_threads > 0:
+        torch.set_num_threads(cfg.train.num_threads)
     ckpt_dir = checkpoint_dir(cfg)
+    problem = check_writable(ckpt_dir, Path("eval_results"))
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     vocab = read_vocab(cfg.data.input_json)
     module = CaptionerModule(cfg.to_flat_dict(), vocab)
     data = build_data(cfg)
@@ -185,7 +214,13 @@ def main(argv: list[str] | None = None) -> int:
                   "phase 2 from an MLE checkpoint uses self_critical_after: 0")
     if trainer.is_global_zero:
         save_config(cfg, ckpt_dir / f"{cfg.train.id}.yml")
-    trainer.fit(module, datamodule=data, ckpt_path=resume)
+    try:
+        trainer.fit(module, datamodule=data, ckpt_path=resume)
+    except FloatingPointError as e:
+        last = ckpt_dir / f"{cfg.train.id}-last.ckpt"
+        kept = f"the last good checkpoint is {last}" if last.is_file() else "no checkpoint was written yet"
+        print(f"error: {e}. Training stopped; {kept}.", file=sys.stderr)
+        return 1
     return 0
 
 
