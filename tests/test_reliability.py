@@ -6,6 +6,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 from captioning.training import run as train_pl
@@ -109,3 +110,66 @@ def test_unwritable_output_folder(tiny_world_factory, tmp_path, monkeypatch, cap
     cfg = _tiny_copy(tiny_world_factory, tmp_path)
     assert train_pl.main(["--cfg", str(cfg), "--id", "u", "--checkpoint_path", "a_file/save"]) == 2
     assert "cannot write to output folder a_file/save" in capsys.readouterr().err
+
+
+def test_checkpoint_with_another_vocabulary_is_refused(tiny_world_factory, tmp_path, monkeypatch, capsys):
+    import json
+
+    root, _ = tiny_world_factory(n_train=30)
+    monkeypatch.chdir(tmp_path)
+    cfg = _tiny_copy(tiny_world_factory, tmp_path)
+    assert train_pl.main(["--cfg", str(cfg), "--id", "v", "--checkpoint_path", "save"]) == 0
+    info = json.loads((root / "talk.json").read_text())
+    info["ix_to_word"]["1"] = "zebra"
+    (tmp_path / "other.json").write_text(json.dumps(info))
+    rc = train_pl.main(["--cfg", str(cfg), "--id", "v", "--checkpoint_path", "save", "--evaluate",
+                        "--input_json", str(tmp_path / "other.json")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "different vocabulary" in err and "Traceback" not in err
+
+
+def test_non_ascii_and_over_long_captions_reach_clip_truncated():
+    import clip
+    from captioning.rewards.clip_reward import RewardCLIP
+    from retrieval.grammar_clip import GrammarCLIP
+
+    torch.manual_seed(0)
+    model = GrammarCLIP(clip.CLIP(**clip.model.tiny_clip_config("resnet")).eval())
+    reward = RewardCLIP(model)
+    long = " ".join(["a small red circle left of a large blue square"] * 20)   # far beyond 32 tokens
+    captions = [long, "ein grüner Würfel über einem Kreis ☃", ""]
+    with pytest.raises(ValueError, match="more than the context length 32"):
+        clip.tokenize([long], context_length=model.clip.context_length)        # the plain tokenizer refuses it
+    pooled, emb = reward.encode(captions)
+    assert emb.shape[0] == 3 and torch.isfinite(emb).all()
+    scores = reward.clip_s(torch.nn.functional.normalize(torch.randn(3, emb.shape[1]), dim=-1), emb)
+    assert torch.isfinite(scores).all() and (scores >= 0).all() and (scores <= 2.5).all()
+
+
+def test_two_process_ddp_mle_and_scst_match_single_process(tiny_world_factory, tmp_path):
+    import json
+
+    from captioning.data.prepro import prepro_ngrams
+
+    root, _ = tiny_world_factory(n_train=30)
+    prepro_ngrams(root / "dataset.json", root / "talk.json", str(tmp_path / "df"), "train")
+    cfg = _tiny_copy(tiny_world_factory, tmp_path, language_eval=1)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    ddp = ["--accelerator", "cpu", "--devices", "2", "--strategy", "ddp"]
+
+    def train(*args):
+        result = subprocess.run([sys.executable, TRAIN, "--cfg", str(cfg), "--checkpoint_path", "save", *args],
+                                cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300)
+        assert result.returncode == 0, result.stderr[-3000:]
+
+    train("--id", "d_mle", *ddp)
+    train("--id", "d_rl", *ddp, "--init_from", "save/d_mle-last.ckpt", "--self_critical_after", "0",
+          "--noamopt", "false", "--learning_rate", "1e-4", "--cached_tokens", str(tmp_path / "df-idxs.p"))
+    val = json.loads((tmp_path / "eval_results" / "d_rl_val.json").read_text())
+    assert len(val["imgToEval"]) == 8 and "CIDEr" in val["overall"]      # every val image, once
+    train("--id", "d_rl", *ddp, "--evaluate")
+    two = json.loads((tmp_path / "eval_results" / "d_rl_test.json").read_text())
+    train("--id", "d_rl", "--evaluate")
+    one = json.loads((tmp_path / "eval_results" / "d_rl_test.json").read_text())
+    assert {k: v["caption"] for k, v in two["imgToEval"].items()} == {k: v["caption"] for k, v in one["imgToEval"].items()}
+    assert two["overall"]["CIDEr"] == pytest.approx(one["overall"]["CIDEr"])

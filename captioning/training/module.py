@@ -311,6 +311,10 @@ def _mean(values) -> float:
     return sum(values) / len(values) if values else float("nan")
 
 
+class CheckpointError(ValueError):
+    """A checkpoint does not fit the data or the configured model."""
+
+
 def checkpoint_vocab(path: str | Path) -> dict[str, str]:
     """The vocabulary stored in a captioner checkpoint (ours or the original's)."""
     return read_captioner_checkpoint(path)[1]
@@ -324,12 +328,12 @@ def load_weights(module: CaptionerModule, path: str | Path) -> None:
         raise FileNotFoundError(f"checkpoint not found: {path}")
     state, vocab, _ = read_captioner_checkpoint(path)
     if vocab != module.vocab:
-        raise ValueError(f"{path} was trained with a different vocabulary ({len(vocab)} words) than the data's "
+        raise CheckpointError(f"{path} was trained with a different vocabulary ({len(vocab)} words) than the data's "
                          f"({len(module.vocab)} words); use the cocotalk.json it was trained with")
     try:
         module.model.load_state_dict(state, strict=True)
     except RuntimeError as e:
-        raise ValueError(f"{path} does not fit the configured model: {e}") from None
+        raise CheckpointError(f"{path} does not fit the configured model: {e}") from None
 
 
 def read_vocab(input_json: str) -> dict[str, str]:

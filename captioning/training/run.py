@@ -47,7 +47,7 @@ from captioning.config import Config, ConfigError, parse_args, save_config
 from captioning.data.dataset import CaptionDataModule, DatasetError, data_paths_from_config
 from captioning.data.features import FeatureError
 from captioning.training.checkpoint_io import AtomicCheckpointIO
-from captioning.training.module import CaptionerModule, load_weights, read_vocab
+from captioning.training.module import CaptionerModule, CheckpointError, load_weights, read_vocab
 
 
 def checkpoint_dir(cfg: Config) -> Path:
@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run; a bad input (config, data, features, checkpoint) ends with one ``error:`` line and exit status 2."""
     try:
         return _main(argv)
-    except (ConfigError, DatasetError, FeatureError, FileNotFoundError) as e:
+    except (ConfigError, DatasetError, FeatureError, FileNotFoundError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 
