@@ -1,0 +1,211 @@
+"""The FineShapes reproduction report (``demo/report.md``): the paper-style table, captions, curves.
+
+Inputs, per run id: ``eval_results/<id>_test.json`` (language metrics and test captions),
+``eval_results/<id>_test_retrieval.json`` (text-to-image retrieval), the FineShapesEval scores
+``FineCapEval_results/<id>_finecapeval.json`` and the training logs ``save/<id>/logs``. CLIP-S,
+RefCLIP-S, the grammar score and the exact truth metrics are computed here, the same way for
+every model: CLIP-S with the pretrained CLIP (not the grammar-tuned one), the grammar score with
+the grammar head, on the test captions.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from captioning.data.features import open_features
+from captioning.fineshapes.dataset import load_scenes
+from captioning.metrics import CLIPScorer, truth_metrics
+from captioning.metrics.language import refs_from_karpathy
+from captioning.utils.io import write_json, write_text
+from retrieval.grammar_clip import PROMPT, load_grammar_clip
+
+COLUMNS = [  # (header, key, scale, format)
+    ("BLEU-4", "Bleu_4", 100, "{:.1f}"), ("METEOR", "METEOR", 100, "{:.1f}"), ("ROUGE-L", "ROUGE_L", 100, "{:.1f}"),
+    ("CIDEr", "CIDEr", 100, "{:.1f}"), ("CLIP-S", "CLIP-S", 1, "{:.3f}"), ("RefCLIP-S", "RefCLIP-S", 1, "{:.3f}"),
+    ("R@1", "R@1", 1, "{:.1f}"), ("R@5", "R@5", 1, "{:.1f}"), ("R@10", "R@10", 1, "{:.1f}"),
+    ("parse", "parse_rate", 100, "{:.1f}"), ("grammar", "grammar", 100, "{:.1f}"),
+    ("FSE bg", "background", 1, "{:.1f}"), ("FSE obj", "object", 1, "{:.1f}"), ("FSE rel", "relation", 1, "{:.1f}"),
+    ("truth P", "precision_all", 100, "{:.1f}"), ("truth R", "recall_all", 100, "{:.1f}"),
+]
+
+
+@dataclass(frozen=True)
+class ReportInputs:
+    """Where the report reads from."""
+
+    runs: tuple[tuple[str, str], ...]          # (row label, run id)
+    dataset_json: str                          # Karpathy JSON (references, image files)
+    scenes_json: str                           # FineShapes truth
+    clip_model: str                            # CLIP for CLIP-S / RefCLIP-S
+    clipscore_features: str                    # CLIP-S image embeddings of the test images
+    grammar_clip: str | None                   # grammar CLIP (head) for the grammar score
+    images_root: str = "datasets/FineShapes"
+    eval_dir: str = "eval_results"
+    finecapeval_dir: str = "FineCapEval_results"
+    save_dir: str = "save"
+    timings_json: str | None = "demo/timings.json"
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise FileNotFoundError(f"report input missing: {path} (run `make demo` to produce it)")
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def model_row(inp: ReportInputs, run_id: str, scenes: dict, refs: dict, scorer: CLIPScorer, img_feats, grammar) -> dict:
+    """Every number of one table row, plus the test captions."""
+    results = _read_json(Path(inp.eval_dir) / f"{run_id}_test.json")
+    captions = {str(k): v["caption"] for k, v in results["imgToEval"].items()}
+    ids = sorted(captions, key=int)
+    row: dict[str, Any] = {k: results["overall"].get(k) for k in ("Bleu_4", "METEOR", "ROUGE_L", "CIDEr")}
+    ret = _read_json(Path(inp.eval_dir) / f"{run_id}_test_retrieval.json")["t2i"]
+    row.update({k: ret[k] for k in ("R@1", "R@5", "R@10")})
+    fse = _read_json(Path(inp.finecapeval_dir) / f"{run_id}_finecapeval.json")["criteria"]
+    row.update({k: fse[k] for k in ("background", "object", "relation")})
+    row.update(truth_metrics(captions, scenes))
+    image = torch.from_numpy(np.stack([np.asarray(img_feats[i], np.float32).reshape(-1) for i in ids]))
+    scores = scorer.score(image, [captions[i] for i in ids], [refs[int(i)] for i in ids])
+    row["CLIP-S"] = float(scores["CLIP-S"].mean())
+    row["RefCLIP-S"] = float(scores["RefCLIP-S"].mean())
+    if grammar is not None:
+        texts = [captions[i] for i in ids]
+        with torch.inference_mode():
+            probs = [grammar.grammar_prob(grammar.text_features(grammar.tokenize(texts[k : k + 256], PROMPT))[0])
+                     for k in range(0, len(texts), 256)]
+        row["grammar"] = float(torch.cat(probs).mean())
+    row["captions"] = captions
+    return row
+
+
+def _fmt(value: Any, scale: float, fmt: str) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return fmt.format(value * scale)
+
+
+def table_markdown(rows: dict[str, dict]) -> str:
+    head = "| model | " + " | ".join(c[0] for c in COLUMNS) + " |"
+    sep = "|---|" + "---:|" * len(COLUMNS)
+    body = ["| " + label + " | " + " | ".join(_fmt(r.get(key), scale, fmt) for _, key, scale, fmt in COLUMNS) + " |"
+            for label, r in rows.items()]
+    return "\n".join([head, sep, *body])
+
+
+def caption_grid(inp: ReportInputs, rows: dict[str, dict], path: Path, n: int = 6) -> None:
+    """A PNG of ``n`` test images with each model's caption."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    with open(inp.dataset_json, encoding="utf-8") as f:
+        files = {str(im["cocoid"]): Path(inp.images_root) / im["filepath"] / im["filename"]
+                 for im in json.load(f)["images"] if im["split"] == "test"}
+    ids = sorted(next(iter(rows.values()))["captions"], key=int)[:n]
+    fig, axes = plt.subplots(1, len(ids), figsize=(3.2 * len(ids), 4.6))
+    for ax, i in zip(np.atleast_1d(axes), ids):
+        with Image.open(files[i]) as img:
+            ax.imshow(img.convert("RGB"))
+        ax.set_axis_off()
+        text = "\n".join(f"{label}: {_wrap(r['captions'][i])}" for label, r in rows.items())
+        ax.set_title(text, fontsize=6.5, loc="left", y=-0.02 - 0.09 * len(rows), wrap=True)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
+def _wrap(text: str, width: int = 44) -> str:
+    words, lines, line = text.split(), [], ""
+    for w in words:
+        if len(line) + len(w) + 1 > width:
+            lines.append(line)
+            line = w
+        else:
+            line = f"{line} {w}".strip()
+    return "\n   ".join(lines + [line])
+
+
+def read_log(save_dir: str, run_id: str) -> list[dict[str, str]]:
+    """Rows of the newest CSV log of a run (empty if there is none)."""
+    logs = sorted(Path(save_dir, run_id, "logs").glob("version_*/metrics.csv"), key=lambda p: int(p.parent.name[8:]))
+    if not logs:
+        return []
+    with open(logs[-1], newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def training_curves(inp: ReportInputs, path: Path) -> None:
+    """Loss (MLE), reward (RL), validation CIDEr and CLIP-S per run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [("train/loss", "MLE loss"), ("train/reward", "RL reward"), ("val/CIDEr", "val CIDEr"),
+              ("val/CLIP-S", "val CLIP-S")]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.2))
+    for ax, (key, title) in zip(axes, panels):
+        for label, run_id in inp.runs:
+            points = [(int(r["step"]), float(r[key])) for r in read_log(inp.save_dir, run_id) if r.get(key)]
+            if points:
+                ax.plot(*zip(*points), label=label, marker="." if key.startswith("val") else None)
+        ax.set_title(title)
+        ax.set_xlabel("step")
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def build_report(inp: ReportInputs, out_dir: str = "demo") -> Path:
+    """Compute every row, write ``report.md``, ``report.json``, ``captions.png`` and ``curves.png``."""
+    out = Path(out_dir)
+    scenes = load_scenes(inp.scenes_json)
+    refs = refs_from_karpathy(inp.dataset_json, "test")
+    grammar = load_grammar_clip(inp.grammar_clip) if inp.grammar_clip else None
+    clip_s_model = load_grammar_clip(inp.clip_model)
+
+    def encode(texts: list[str]) -> torch.Tensor:
+        with torch.inference_mode():
+            return clip_s_model.text_features(clip_s_model.tokenize(texts))[1]
+
+    scorer = CLIPScorer(encode)
+    img_feats = open_features(inp.clipscore_features)
+    rows = {label: model_row(inp, run_id, scenes, refs, scorer, img_feats, grammar) for label, run_id in inp.runs}
+    caption_grid(inp, rows, out / "captions.png")
+    training_curves(inp, out / "curves.png")
+    timings = _read_json(Path(inp.timings_json)) if inp.timings_json and Path(inp.timings_json).is_file() else {}
+    write_json(out / "report.json", {label: {k: v for k, v in r.items() if k != "captions"} for label, r in rows.items()},
+               indent=2)
+    lines = [
+        "# FineShapes reproduction of *Fine-grained Image Captioning with CLIP Reward*",
+        "",
+        f"Test split: {len(next(iter(rows.values()))['captions'])} images. BLEU-4, METEOR, ROUGE-L, CIDEr: "
+        "coco-caption (×100). CLIP-S / RefCLIP-S: 2.5·max(cos, 0) with the pretrained tiny CLIP. "
+        "R@K: text-to-image retrieval (%). parse: share of captions in the FineShapes grammar (%); "
+        "grammar: mean P(grammatical) of the grammar head (%). FSE: FineShapesEval background / object / "
+        "relation, original substring rule. truth P / R: precision of stated facts and recall of true facts (%).",
+        "",
+        table_markdown(rows),
+        "",
+        "![captions](captions.png)",
+        "",
+        "![training curves](curves.png)",
+        "",
+    ]
+    if timings:
+        lines += ["## Time per stage", "", "| stage | seconds |", "|---|---:|"]
+        lines += [f"| {k} | {v:.1f} |" for k, v in timings.get("stages_s", {}).items()]
+        lines += [f"| **total** | {timings.get('total_s', float('nan')):.1f} |", ""]
+    write_text(out / "report.md", "\n".join(lines))
+    return out / "report.md"

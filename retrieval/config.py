@@ -1,0 +1,160 @@
+"""Strict configuration of ``retrieval/train_pl.py`` (reference §6.3, §8.2).
+
+Keys keep the original's names (``batch_size``, ``lr``, ``adam_eps``, ``epochs``, ``use_grammar``,
+...) and the original's effective defaults, so ``configs/clip_negative_text.yaml`` means what it
+meant there. Unlike the original (YAML over command line), the command line wins, as in the
+captioning trainer: defaults < YAML < ``--set_cfgs`` < ``--key value``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from captioning.config import FlatConfig
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+TASKS = ("grammar", "pretrain")
+
+
+@dataclass
+class RetrievalDataConfig:
+    """Captions, image embeddings or images, and batching."""
+
+    input_json: str = "data/cocotalk.json"  # ix_to_word: the words `insert` and `swap` draw
+    input_dataset_json: str = "data/dataset_coco.json"  # Karpathy split file with the captions
+    input_clipscore_vis_dir: Optional[str] = "data/cocotalk_clipscore_vis"  # None: embed images_root in-process
+    images_root: Optional[str] = None  # folder of the Karpathy `filepath`s (pretraining, in-process embeddings)
+    scenes_json: Optional[str] = None  # FineShapes truth: pretraining captions are full descriptions
+    batch_size: int = 1600
+    valid_batch_size: int = 200
+    num_workers: int = 4
+    load_feat: bool = True
+    data_in_memory: bool = False
+    use_prompt: bool = False  # grammar: prefix "A photo depicts" as the reward does (the original does not)
+    prompt_prob: float = 0.0  # pretraining: share of captions prefixed with "A photo depicts"
+    hard_negatives: bool = False  # pretraining: add each caption's one-detail-wrong twin as a candidate
+    relation_twin_prob: float = 0.0  # pretraining: share of twins that change a relation (where there is one)
+    paraphrase_weight: float = 0.0  # pretraining: weight of the text-text loss (paraphrase vs caption and twin)
+    text_warmup_steps: int = 0  # pretraining: first train the text tower alone on the text-text loss
+    aug_hflip: bool = False  # pretraining: mirror image and scene (left/right swapped in the caption)
+    aug_shift: int = 0  # pretraining: random translation of up to this many pixels
+
+
+@dataclass
+class RetrievalModelConfig:
+    """The CLIP to fine-tune, or the architecture of a CLIP pretrained from scratch."""
+
+    clip_model: Optional[str] = "ViT-B/32"  # grammar: OpenAI name or file for clip.load
+    use_grammar: bool = True
+    joint_out: bool = False
+    embed_dim: int = 128
+    image_resolution: int = 96
+    vision_layers: str = "1,1,1,1"  # ResNet stage depths
+    vision_width: int = 16
+    context_length: int = 48
+    transformer_width: int = 64
+    transformer_layers: int = 3
+
+
+@dataclass
+class RetrievalOptimConfig:
+    """AdamW as the original (its ``transformers`` AdamW without a schedule)."""
+
+    optim: str = "adamw"
+    lr: float = 1e-4
+    adam_eps: float = 1e-6
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    weight_decay: float = 0.01
+    weight_decay_rule: str = "original"  # original: only biases skip decay; standard: also norms, embeddings, scale
+    lr_schedule: str = "constant"  # constant (original) | cosine (linear warm-up over warmup_ratio, cosine decay)
+    warmup_ratio: float = 0.05  # cosine schedule only (the original defines it but never uses it)
+    clip_grad_norm: float = 0.0
+    max_logit_scale: float = 0.0  # clamp exp(logit_scale) to this (OpenAI pretraining: 100); 0: no clamp
+
+
+@dataclass
+class RetrievalTrainConfig:
+    """Task, run identity, trainer and outputs."""
+
+    task: str = "grammar"  # grammar: negative-text fine-tuning; pretrain: a CLIP from scratch (FineShapes)
+    id: str = ""
+    checkpoint_dir: Optional[str] = None  # None: retrieval/save/<id>
+    resume: Optional[str] = None  # PATH or auto (<checkpoint_dir>/<id>-last.ckpt if present)
+    init_from: Optional[str] = None  # weights only (one of our checkpoints); also what --evaluate evaluates
+    export_path: Optional[str] = None  # None: <checkpoint_dir>/<id>.pt
+    export_fp16: bool = False
+    epochs: int = 30
+    seed: int = 9595
+    precision: str = "32"
+    accelerator: str = "auto"
+    devices: str = "auto"
+    num_nodes: int = 1
+    strategy: str = "auto"
+    losses_log_every: int = 25
+    val_every_epochs: int = 1
+    eval_resolutions: str = ""  # pretrain evaluation: also probe these input sizes, e.g. "96,128,192"
+
+
+@dataclass
+class RetrievalLegacyConfig:
+    """The original's ``param.py`` keys that it defines but never uses; accepted, no effect."""
+
+    tokenizer: str = "openai/clip-vit-base-patch32"
+    max_text_length: int = 40
+    gradient_accumulation_steps: int = 1
+    train_topk: int = -1
+    valid_topk: int = -1
+    fp16: bool = False
+
+
+@dataclass
+class RetrievalConfig(FlatConfig):
+    """The configuration of ``retrieval/train_pl.py``."""
+
+    data: RetrievalDataConfig = field(default_factory=RetrievalDataConfig)
+    model: RetrievalModelConfig = field(default_factory=RetrievalModelConfig)
+    optim: RetrievalOptimConfig = field(default_factory=RetrievalOptimConfig)
+    train: RetrievalTrainConfig = field(default_factory=RetrievalTrainConfig)
+    legacy: RetrievalLegacyConfig = field(default_factory=RetrievalLegacyConfig)
+
+
+def config_path(cfg: str) -> str:
+    """``--cfg`` value: a file path, or a bare name of ``retrieval/configs/<name>.yaml`` (as the original)."""
+    if Path(cfg).is_file() or "/" in cfg or cfg.endswith((".yaml", ".yml")):
+        return cfg
+    return str(CONFIG_DIR / f"{cfg}.yaml")
+
+
+def validate(cfg: RetrievalConfig) -> None:
+    """Reject inconsistent settings with one clear message."""
+    t, d, m, o = cfg.train, cfg.data, cfg.model, cfg.optim
+    if t.task not in TASKS:
+        raise ValueError(f"task must be one of {TASKS}, got {t.task!r}")
+    if o.optim != "adamw":
+        raise ValueError(f"optim {o.optim!r} is not supported; use 'adamw'")
+    if o.weight_decay_rule not in ("original", "standard"):
+        raise ValueError(f"weight_decay_rule must be 'original' or 'standard', got {o.weight_decay_rule!r}")
+    if o.lr_schedule not in ("constant", "cosine"):
+        raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {o.lr_schedule!r}")
+    if t.task == "grammar":
+        if not d.load_feat:
+            raise ValueError("load_feat false (raw images) is not supported: grammar fine-tuning uses image embeddings")
+        if m.joint_out and m.use_grammar:
+            raise ValueError("joint_out and use_grammar exclude each other (the original has no head with joint_out)")
+        if not m.clip_model:
+            raise ValueError("grammar fine-tuning needs clip_model (an OpenAI name or a CLIP file)")
+        if d.input_clipscore_vis_dir is None and d.images_root is None:
+            raise ValueError("give input_clipscore_vis_dir (precomputed embeddings) or images_root (embed in-process)")
+    else:
+        if d.images_root is None or d.scenes_json is None:
+            raise ValueError("pretraining needs images_root and scenes_json (FineShapes images and their truth)")
+        for key in ("prompt_prob", "relation_twin_prob"):
+            if not 0.0 <= getattr(d, key) <= 1.0:
+                raise ValueError(f"{key} must be in [0, 1], got {getattr(d, key)}")
+        if (d.paraphrase_weight or d.text_warmup_steps) and not d.hard_negatives:
+            raise ValueError("paraphrase_weight and text_warmup_steps need hard_negatives (twins are the text-text "
+                             "negatives)")
+    if d.batch_size < 2:
+        raise ValueError(f"batch_size must be at least 2 (in-batch negatives), got {d.batch_size}")
