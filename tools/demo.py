@@ -8,11 +8,14 @@ unless ``--force`` is given or an earlier stage ran in this invocation (its inpu
 A failing stage stops the run with its exit status; finished stages stay as they are. The
 tiny CLIP ships with the repository (``retrieval/pretrained/fineshapes_clip.pt``);
 ``--retrain_clip`` trains it again from scratch. Stage times go to ``demo/timings.json``.
+``--smoke`` runs every stage on a tiny world with a handful of steps each (about two minutes):
+a quick end-to-end check of an installation, not a result.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -37,9 +40,23 @@ class Stage:
     name: str
     command: list[str]
     outputs: list[str]
+    scratch: tuple[str, ...] = ()  # folders of the stage's own, emptied before it runs
 
     def done(self) -> bool:
         return all(Path(p).exists() for p in self.outputs)
+
+    def clear(self) -> None:
+        """Remove the outputs (and a packed store's index and parts), so a re-run recomputes them."""
+        for folder in map(Path, self.scratch):
+            if folder.is_dir():
+                shutil.rmtree(folder)
+        for out in map(Path, self.outputs):
+            extra = [out.with_suffix(".json"), out.with_name(out.name + ".parts")] if out.suffix == ".npy" else []
+            for p in (out, *extra):
+                if p.is_dir():
+                    shutil.rmtree(p)
+                elif p.exists():
+                    p.unlink()
 
 
 def feature_stages() -> list[Stage]:
@@ -62,14 +79,20 @@ def feature_stages() -> list[Stage]:
     ]
 
 
-def model_stages(label: str, run_id: str, cfg: str) -> list[Stage]:
+SMOKE_WORLD = ["--n_train", "60", "--n_restval", "0", "--n_val", "10", "--n_test", "10", "--n_eval", "10"]
+SMOKE_TRAIN = ["--batch_size", "10", "--max_epochs", "1", "--language_eval", "0"]
+SMOKE_GRAMMAR = ["--epochs", "1", "--batch_size", "20", "--valid_batch_size", "10"]
+
+
+def model_stages(label: str, run_id: str, cfg: str, smoke: bool = False) -> list[Stage]:
     ckpt = f"save/{run_id}/{run_id}-last.ckpt"
-    train = [PY, "tools/train_pl.py", "--cfg", cfg, "--id", run_id]
+    train = [PY, "tools/train_pl.py", "--cfg", cfg, "--id", run_id] + (SMOKE_TRAIN if smoke else [])
     if run_id != "fineshapes_mle":
-        train += ["--init_from", MLE_CKPT]
+        train += ["--init_from", MLE_CKPT] + (["--limit_train_batches", "2"] if smoke else [])
     return [
-        Stage(f"train {label}", train, [ckpt]),
-        Stage(f"test {label}", [PY, "tools/train_pl.py", "--cfg", cfg, "--id", run_id, "--evaluate"],
+        Stage(f"train {label}", train, [ckpt], scratch=(f"save/{run_id}",)),
+        Stage(f"test {label}", [PY, "tools/train_pl.py", "--cfg", cfg, "--id", run_id, "--evaluate",
+                                *(["--batch_size", "10"] if smoke else [])],
               [f"eval_results/{run_id}_test.json"]),
         Stage(f"retrieval {label}", [PY, "tools/eval_clip_retrieval.py", "--gen_caption_path",
                                      f"eval_results/{run_id}_test.json", "--clip_model", CLIP,
@@ -87,9 +110,9 @@ def model_stages(label: str, run_id: str, cfg: str) -> list[Stage]:
     ]
 
 
-def stages(retrain_clip: bool) -> list[Stage]:
+def stages(retrain_clip: bool, smoke: bool = False) -> list[Stage]:
     out = [
-        Stage("world", [PY, "scripts/make_fineshapes.py", "--seed", "123"],
+        Stage("world", [PY, "scripts/make_fineshapes.py", "--seed", "123", *(SMOKE_WORLD if smoke else [])],
               ["data/dataset_fineshapes.json", "data/FineShapesEval.json", "data/FineShapesEval.csv",
                "data/fineshapes_scenes.json"]),
         Stage("labels", [PY, "scripts/prepro_labels.py", "--input_json", "data/dataset_fineshapes.json",
@@ -106,9 +129,10 @@ def stages(retrain_clip: bool) -> list[Stage]:
     out += feature_stages()
     out.append(Stage("grammar CLIP", [PY, "retrieval/train_pl.py", "--cfg", "fineshapes_grammar", "--id",
                                       "fineshapes_grammar", "--input_clipscore_vis_dir",
-                                      "data/fineshapes_clipscore_vis.npy"], [GRAMMAR]))
+                                      "data/fineshapes_clipscore_vis.npy", *(SMOKE_GRAMMAR if smoke else [])],
+                     [GRAMMAR], scratch=("retrieval/save/fineshapes_grammar",)))
     for label, run_id, cfg in RUNS:
-        out += model_stages(label, run_id, cfg)
+        out += model_stages(label, run_id, cfg, smoke)
     out.append(Stage("report", [PY, "tools/make_report.py"], ["demo/report.md"]))
     return out
 
@@ -117,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--force", action="store_true", help="re-run stages whose outputs exist")
     parser.add_argument("--retrain_clip", action="store_true", help="train the tiny CLIP from scratch")
+    parser.add_argument("--smoke", action="store_true", help="a tiny world and a few steps per stage (a quick check)")
     args = parser.parse_args(argv)
     timings_path = Path("demo/timings.json")
     timings: dict[str, float] = {}
@@ -124,11 +149,12 @@ def main(argv: list[str] | None = None) -> int:
         timings = json.loads(timings_path.read_text()).get("stages_s", {})
     rerun = args.force
     start = time.time()
-    for stage in stages(args.retrain_clip):
+    for stage in stages(args.retrain_clip, args.smoke):
         if stage.done() and not rerun:
             print(f"[demo] {stage.name}: outputs exist, skipped (FORCE=1 re-runs)", flush=True)
             continue
         print(f"[demo] {stage.name}: {' '.join('python' if c == PY else c for c in stage.command)}", flush=True)
+        stage.clear()
         t0 = time.time()
         result = subprocess.run(stage.command)
         if result.returncode != 0:
