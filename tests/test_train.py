@@ -25,6 +25,8 @@ def test_train_resume_and_evaluate(world, tmp_path, monkeypatch):
     assert ckpt["global_step"] == 3 and ckpt["epoch"] == 0  # 30 images / 10 per batch
     assert set(ckpt["hyper_parameters"]) == {"config", "vocab"}
     assert (tmp_path / "save" / "t.yml").is_file() and (tmp_path / "save" / "t-best.ckpt").is_file()
+    assert list((tmp_path / "save" / "logs").rglob("metrics.csv"))            # CSV log
+    assert list((tmp_path / "save" / "tb").rglob("events.out.tfevents.*"))   # TensorBoard log
     assert json.loads((tmp_path / "eval_results" / "t_val.json").read_text())["imgToEval"]
 
     # resume continues the trainer state: step count and optimiser moments
