@@ -31,7 +31,7 @@ import clip
 from captioning.fineshapes import Scene
 from captioning.fineshapes.dataset import load_scenes
 from captioning.fineshapes.world import BACKGROUNDS, COLORS, GRID, SHAPES, SIZES
-from captioning.metrics.clipscore import CLIP_S_WEIGHT
+from captioning.metrics.clipscore import clip_s
 from captioning.metrics.retrieval import image_text_retrieval
 from cider import CiderD
 from retrieval.data import Entry, load_images, normalize, read_karpathy
@@ -101,14 +101,13 @@ def consensus_references(entries: Sequence[Entry]) -> list[str]:
 def clip_s_numbers(model: clip.CLIP, feats: Tensor, scenes: Sequence[Scene], entries: Sequence[Entry],
                    seed: int) -> dict[str, float]:
     """Mean CLIP-S of full descriptions and consensus references; P(true colour scores higher)."""
-    def clip_s(texts: list[str], rows: Sequence[int] | None = None) -> Tensor:
-        img = feats if rows is None else feats[list(rows)]
-        return CLIP_S_WEIGHT * (img * text_features(model, _prefix(texts, True))).sum(-1).clamp(min=0)
+    def scores(texts: list[str]) -> Tensor:
+        return clip_s(feats, text_features(model, _prefix(texts, True)))
 
     d = DETAILS.index("color")
     pairs = [description_and_twin(s, "color", np.random.default_rng([seed, k, d])) for k, s in enumerate(scenes)]
-    full, wrong = clip_s([p for p, _ in pairs]), clip_s([t for _, t in pairs])
-    consensus = clip_s(consensus_references(entries))
+    full, wrong = scores([p for p, _ in pairs]), scores([t for _, t in pairs])
+    consensus = scores(consensus_references(entries))
     return {"full_description": float(full.mean()), "consensus_reference": float(consensus.mean()),
             "true_color_wins": float((full > wrong).float().mean())}
 

@@ -24,7 +24,8 @@ from captioning.fineshapes.dataset import load_scenes
 from captioning.metrics import CLIPScorer, truth_metrics
 from captioning.metrics.language import refs_from_karpathy
 from captioning.utils.io import write_json, write_text
-from retrieval.grammar_clip import PROMPT, load_grammar_clip
+from captioning.rewards.clip_reward import RewardCLIP
+from retrieval.grammar_clip import load_grammar_clip
 
 COLUMNS = [  # (header, key, scale, format)
     ("BLEU-4", "Bleu_4", 100, "{:.1f}"), ("METEOR", "METEOR", 100, "{:.1f}"), ("ROUGE-L", "ROUGE_L", 100, "{:.1f}"),
@@ -60,7 +61,8 @@ def _read_json(path: Path) -> dict[str, Any]:
         return json.load(f)
 
 
-def model_row(inp: ReportInputs, run_id: str, scenes: dict, refs: dict, scorer: CLIPScorer, img_feats, grammar) -> dict:
+def model_row(inp: ReportInputs, run_id: str, scenes: dict, refs: dict, scorer: CLIPScorer, img_feats,
+              grammar: RewardCLIP | None) -> dict:
     """Every number of one table row, plus the test captions."""
     results = _read_json(Path(inp.eval_dir) / f"{run_id}_test.json")
     captions = {str(k): v["caption"] for k, v in results["imgToEval"].items()}
@@ -76,11 +78,8 @@ def model_row(inp: ReportInputs, run_id: str, scenes: dict, refs: dict, scorer: 
     row["CLIP-S"] = float(scores["CLIP-S"].mean())
     row["RefCLIP-S"] = float(scores["RefCLIP-S"].mean())
     if grammar is not None:
-        texts = [captions[i] for i in ids]
         with torch.inference_mode():
-            probs = [grammar.grammar_prob(grammar.text_features(grammar.tokenize(texts[k : k + 256], PROMPT))[0])
-                     for k in range(0, len(texts), 256)]
-        row["grammar"] = float(torch.cat(probs).mean())
+            row["grammar"] = float(grammar.grammar(grammar.encode([captions[i] for i in ids])[0]).mean())
     row["captions"] = captions
     return row
 
@@ -136,12 +135,14 @@ def _wrap(text: str, width: int = 44) -> str:
 
 
 def read_log(save_dir: str, run_id: str) -> list[dict[str, str]]:
-    """Rows of the newest CSV log of a run (empty if there is none)."""
+    """Rows of the newest CSV log of a run that trained (evaluation runs log no ``train/`` keys)."""
     logs = sorted(Path(save_dir, run_id, "logs").glob("version_*/metrics.csv"), key=lambda p: int(p.parent.name[8:]))
-    if not logs:
-        return []
-    with open(logs[-1], newline="") as f:
-        return list(csv.DictReader(f))
+    for log in reversed(logs):
+        with open(log, newline="") as f:
+            rows = list(csv.DictReader(f))
+        if rows and any(k.startswith("train/") for k in rows[0]):
+            return rows
+    return []
 
 
 def training_curves(inp: ReportInputs, path: Path) -> None:
@@ -151,7 +152,8 @@ def training_curves(inp: ReportInputs, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = [("train/loss", "MLE loss"), ("train/reward", "RL reward"), ("val/CIDEr", "val CIDEr"),
+    panels = [("train/loss", "training loss (MLE; SCST)"), ("train/reward", "SCST reward - baseline"),
+              ("val/CIDEr", "val CIDEr"),
               ("val/CLIP-S", "val CLIP-S")]
     fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.2))
     for ax, (key, title) in zip(axes, panels):
@@ -172,7 +174,7 @@ def build_report(inp: ReportInputs, out_dir: str = "demo") -> Path:
     out = Path(out_dir)
     scenes = load_scenes(inp.scenes_json)
     refs = refs_from_karpathy(inp.dataset_json, "test")
-    grammar = load_grammar_clip(inp.grammar_clip) if inp.grammar_clip else None
+    grammar = RewardCLIP(load_grammar_clip(inp.grammar_clip)) if inp.grammar_clip else None
     clip_s_model = load_grammar_clip(inp.clip_model)
 
     def encode(texts: list[str]) -> torch.Tensor:
