@@ -12,6 +12,12 @@ Resolution order (later wins), as in the original's ``tools/train_pl.py``::
 Errors are strict: an unknown key (with the closest known key suggested), a duplicate key in
 one YAML file, a value of the wrong type and a ``_BASE_`` cycle all raise :class:`ConfigError`
 naming the file and the key.
+
+No key does nothing unannounced: every key acts as it did in the original, or is listed in a
+config class's ``UNSUPPORTED`` table (setting it to anything but its default is an error giving
+the reason), or sits in the ``legacy`` section (keys the original's files set but that had no
+effect there either; :meth:`FlatConfig.inert_settings` names those set to non-default values,
+and the trainers print them).
 """
 from __future__ import annotations
 
@@ -23,7 +29,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, ClassVar, Optional
 
 import yaml
 
@@ -43,7 +49,6 @@ class DataConfig:
     input_json: str = "data/coco.json"
     input_label_h5: Optional[str] = "data/coco_label.h5"
     input_att_dir: str = "data/cocotalk_att"
-    input_fc_dir: str = "data/cocotalk_fc"
     input_clipscore_vis_dir: str = "data/cocotalk_clipscore_vis"
     input_ref_json: Optional[str] = "data/dataset_coco.json"  # raw references for language eval
     feature_clip_model: str = "RN50"  # the CLIP that made input_att_dir (tools/caption.py reuses it)
@@ -54,7 +59,7 @@ class DataConfig:
     train_only: int = 0
     data_in_memory: bool = False
     num_workers: int = 4
-    norm_att_feat: int = 0
+    norm_att_feat: int = 0  # 1: L2-normalise each visual token, as the original's loader did
     use_box: int = 0
     norm_box_feat: int = 0
 
@@ -152,9 +157,11 @@ class TrainConfig:
 
     id: str = ""
     checkpoint_path: Optional[str] = None  # folder of <id>-last.ckpt; None = save/<id>
-    start_from: Optional[str] = None
-    init_from: Optional[str] = None
-    resume: Optional[str] = None
+    start_from: Optional[str] = None  # folder: resume from <start_from>/<id>-last.ckpt (the original's option)
+    init_from: Optional[str] = None   # weights only (a new phase); the epoch count starts at 0
+    resume: Optional[str] = None      # PATH or auto: continue a run with its full trainer state
+    overwrite: bool = False           # start run <id> again, deleting its checkpoints
+    save_every_n_steps: int = 0       # also write <id>-last.ckpt every N optimiser steps (0: epoch ends only)
     max_epochs: int = -1
     limit_train_batches: int = -1  # at most this many training batches per epoch (-1: all); short demo runs
     precision: str = "32"
@@ -167,17 +174,19 @@ class TrainConfig:
     language_eval: int = 0
     eval_clipscore: bool = False  # CLIP-S / RefCLIP-S at val/test without the CLIP-S reward (loads clip_vis_feats)
     losses_log_every: int = 25
-    load_best_score: int = 1
     val_split: str = "val"
 
 
 @dataclass
 class LegacyConfig:
-    """Keys the original's configs set but that have no effect for the transformer captioner.
+    """Keys the original's configs set but that had no effect for its transformer captioner.
 
-    They are accepted so that the original's YAML files load unchanged; they change nothing.
+    They are accepted so that the original's YAML files load unchanged; they change nothing here
+    either, and a run names those set to a non-default value.
     """
 
+    input_fc_dir: str = "data/cocotalk_fc"  # the transformer reads no fc features
+    load_best_score: int = 1  # read only by the original's non-Lightning trainer
     num_layers: int = 1
     input_encoding_size: int = 512
     rnn_size: int = 512
@@ -196,7 +205,11 @@ class FlatConfig:
 
     Keys are unique across sections, so files and command lines stay flat while code reads
     ``cfg.model.d_model``. Other tools (e.g. ``retrieval/``) define their own root configs.
+    ``UNSUPPORTED`` maps keys that exist in the original but are not implemented to the reason;
+    they may only keep their default value.
     """
+
+    UNSUPPORTED: ClassVar[dict[str, str]] = {}
 
     @classmethod
     @functools.cache
@@ -204,7 +217,9 @@ class FlatConfig:
         """(key -> section name, key -> declared type)."""
         sections: dict[str, str] = {}
         key_types: dict[str, Any] = {}
-        for section, section_cls in typing.get_type_hints(cls).items():
+        root_hints = typing.get_type_hints(cls)
+        for section in (f.name for f in dataclasses.fields(cls)):
+            section_cls = root_hints[section]
             hints = typing.get_type_hints(section_cls)
             for f in dataclasses.fields(section_cls):
                 if f.name in sections:
@@ -243,10 +258,36 @@ class FlatConfig:
         """All keys and values, flat, in declaration order."""
         return {k: self.get(k) for k in self.index()[0]}
 
+    def check_supported(self) -> None:
+        """Raise :class:`ConfigError` for an ``UNSUPPORTED`` key set to a non-default value."""
+        defaults = type(self)()
+        for key, reason in self.UNSUPPORTED.items():
+            if self.get(key) != defaults.get(key):
+                raise ConfigError(f"{key}: {self.get(key)!r} is not supported ({reason}); "
+                                  f"leave it at {defaults.get(key)!r}")
+
+    def inert_settings(self) -> list[str]:
+        """Keys of the ``legacy`` section set to a non-default value (they have no effect)."""
+        if not hasattr(self, "legacy"):
+            return []
+        defaults = type(self)()
+        return [f.name for f in dataclasses.fields(self.legacy)
+                if getattr(self.legacy, f.name) != getattr(defaults.legacy, f.name)]
+
 
 @dataclass
 class Config(FlatConfig):
     """The captioning trainer's configuration."""
+
+    UNSUPPORTED: ClassVar[dict[str, str]] = {
+        "structure_after": "structure losses are not part of the paper's method and are not implemented",
+        "entropy_reward_weight": "the entropy reward belongs to the structure losses, which are not implemented",
+        "self_cider_reward_weight": "the self-CIDEr diversity reward is not part of the paper's method",
+        "use_box": "box features are not used by the transformer over CLIP grids",
+        "norm_box_feat": "box features are not used by the transformer over CLIP grids",
+        "group_size": "diverse beam search is not implemented",
+        "diversity_lambda": "diverse beam search (group_size > 1) is not implemented",
+    }
 
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -398,6 +439,7 @@ def load_config(
             cfg.set(key, value, source="--set_cfgs")
     for key, value in (overrides or {}).items():
         cfg.set(key, value, source=f"--{key}")
+    cfg.check_supported()
     return cfg
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import ClassVar, Optional
 
 from captioning.config import FlatConfig
 
@@ -82,6 +82,8 @@ class RetrievalTrainConfig:
     id: str = ""
     checkpoint_dir: Optional[str] = None  # None: retrieval/save/<id>
     resume: Optional[str] = None  # PATH or auto (<checkpoint_dir>/<id>-last.ckpt if present)
+    overwrite: bool = False  # start run <id> again, deleting its checkpoints
+    save_every_n_steps: int = 0  # also write <id>-last.ckpt every N optimiser steps (0: epoch ends only)
     init_from: Optional[str] = None  # weights only (one of our checkpoints); also what --evaluate evaluates
     export_path: Optional[str] = None  # None: <checkpoint_dir>/<id>.pt
     export_fp16: bool = False
@@ -113,6 +115,11 @@ class RetrievalLegacyConfig:
 class RetrievalConfig(FlatConfig):
     """The configuration of ``retrieval/train_pl.py``."""
 
+    UNSUPPORTED: ClassVar[dict[str, str]] = {
+        "load_feat": "grammar fine-tuning reads precomputed image embeddings (or embeds images_root itself); "
+                     "the original's raw-image path is not implemented",
+    }
+
     data: RetrievalDataConfig = field(default_factory=RetrievalDataConfig)
     model: RetrievalModelConfig = field(default_factory=RetrievalModelConfig)
     optim: RetrievalOptimConfig = field(default_factory=RetrievalOptimConfig)
@@ -139,8 +146,6 @@ def validate(cfg: RetrievalConfig) -> None:
     if o.lr_schedule not in ("constant", "cosine"):
         raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {o.lr_schedule!r}")
     if t.task == "grammar":
-        if not d.load_feat:
-            raise ValueError("load_feat false (raw images) is not supported: grammar fine-tuning uses image embeddings")
         if m.joint_out and m.use_grammar:
             raise ValueError("joint_out and use_grammar exclude each other (the original has no head with joint_out)")
         if not m.clip_model:
@@ -156,5 +161,9 @@ def validate(cfg: RetrievalConfig) -> None:
         if (d.paraphrase_weight or d.text_warmup_steps) and not d.hard_negatives:
             raise ValueError("paraphrase_weight and text_warmup_steps need hard_negatives (twins are the text-text "
                              "negatives)")
+    if t.epochs < 1:
+        raise ValueError(f"epochs must be >= 1, got {t.epochs}")
+    if t.save_every_n_steps < 0:
+        raise ValueError(f"save_every_n_steps must be >= 0 (0: only at the end of each epoch), got {t.save_every_n_steps}")
     if d.batch_size < 2:
         raise ValueError(f"batch_size must be at least 2 (in-batch negatives), got {d.batch_size}")

@@ -1,9 +1,10 @@
 """Data of ``retrieval/train_pl.py``: Karpathy captions with image embeddings (grammar fine-tuning,
 reference §6.1) and FineShapes images with full descriptions (pretraining a CLIP from scratch).
 
-Training items draw fresh randomness every time (one stream per dataset, re-seeded per DataLoader
-worker from torch's worker seed); validation and test items are fixed, drawn from a stream seeded
-by (seed, index).
+Items are addressed as ``(index, epoch)`` by :class:`captioning.data.sampler.EpochSampler`.
+Training items draw fresh randomness every epoch from a stream of (seed, epoch, index), so a
+resumed run sees the data an uninterrupted one would have; validation and test items are fixed,
+drawn from a stream seeded by (seed, index).
 """
 from __future__ import annotations
 
@@ -20,9 +21,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, get_worker_info
+from torch.utils.data import DataLoader, Dataset
 
 import clip
+from captioning.data.sampler import EpochSampler, item_rng
 from captioning.fineshapes import Scene
 from clip.transforms import CLIP_MEAN, CLIP_STD, center_crop, resize_shorter_side
 from retrieval.details import description_and_twin, details_of, mirror
@@ -75,21 +77,23 @@ def normalize(images: Tensor) -> Tensor:
 
 
 class _Stream:
-    """Training randomness, re-seeded per worker; fixed per-item randomness for evaluation."""
+    """Per-item randomness: (seed, epoch, index) in training, (seed, index) in evaluation."""
 
     def __init__(self, seed: int, train: bool):
         self.seed, self.train = seed, train
-        self.reseed(seed)
 
-    def reseed(self, seed: int) -> None:
-        self.py = random.Random(seed)
-        self.np = np.random.default_rng(seed)
+    def item_py(self, index: int, epoch: int) -> random.Random:
+        if self.train:
+            return random.Random(int(item_rng(self.seed, epoch, index).integers(2**63)))
+        return random.Random(self.seed * 1_000_003 + index)
 
-    def item_py(self, index: int) -> random.Random:
-        return self.py if self.train else random.Random(self.seed * 1_000_003 + index)
+    def item_np(self, index: int, epoch: int) -> np.random.Generator:
+        return item_rng(self.seed, epoch, index) if self.train else np.random.default_rng([self.seed, index])
 
-    def item_np(self, index: int) -> np.random.Generator:
-        return self.np if self.train else np.random.default_rng([self.seed, index])
+
+def _key(key: int | tuple[int, int]) -> tuple[int, int]:
+    """``(index, epoch)`` of a sampler key (a bare index means epoch 0)."""
+    return key if isinstance(key, tuple) else (key, 0)
 
 
 class GrammarDataset(Dataset):
@@ -110,9 +114,10 @@ class GrammarDataset(Dataset):
     def __len__(self) -> int:
         return len(self.entries)
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
+        index, epoch = _key(key)
         entry = self.entries[index]
-        rng = self.stream.item_py(index)
+        rng = self.stream.item_py(index, epoch)
         tokens = rng.choice(entry.captions)
         negative, kind = perturb(tokens, self.vocab, rng)
         feat = torch.as_tensor(np.asarray(self.features[str(entry.image_id)], dtype=np.float32)).flatten()
@@ -145,8 +150,9 @@ class PretrainDataset(Dataset):
     def __len__(self) -> int:
         return len(self.images)
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        rng = self.stream.item_np(index)
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
+        index, epoch = _key(key)
+        rng = self.stream.item_np(index, epoch)
         image, scene = self.images[index], self.scenes[index]
         if self.hflip and rng.random() < 0.5:
             image, scene = image.flip(-1), mirror(scene)
@@ -184,29 +190,38 @@ class Collate:
         return out
 
 
-def _seed_worker(worker_id: int) -> None:
-    info = get_worker_info()
-    info.dataset.stream.reseed(info.seed % 2**32 if info.dataset.stream.train else info.dataset.stream.seed)
-
-
 class RetrievalDataModule(pl.LightningDataModule):
-    """Loaders over prepared datasets; ``batch_size`` is global (divided by the number of processes)."""
+    """Loaders over prepared datasets; ``batch_size`` is global (divided by the number of processes).
+    Every loader uses an :class:`EpochSampler` (the trainer runs with ``use_distributed_sampler=False``)."""
 
     def __init__(self, datasets: Mapping[str, Dataset], batch_size: int, eval_batch_size: int,
-                 context_length: int, num_workers: int = 0):
+                 context_length: int, num_workers: int = 0, seed: int = 0):
         super().__init__()
         self.datasets, self.batch_size, self.eval_batch_size = dict(datasets), batch_size, eval_batch_size
-        self.collate, self.num_workers = Collate(context_length), num_workers
+        self.collate, self.num_workers, self.seed = Collate(context_length), num_workers, seed
+        self._resume_at: tuple[int, int] | None = None
+
+    def resume(self, epoch: int, batches_done: int) -> None:
+        """The training loader starts at batch ``batches_done`` of ``epoch`` (a restored run)."""
+        self._resume_at = (epoch, batches_done)
 
     def _loader(self, split: str, batch_size: int, train: bool) -> DataLoader:
         if split not in self.datasets:
             raise KeyError(f"no {split!r} data was prepared")
         world = self.trainer.world_size if self.trainer is not None else 1
+        rank = self.trainer.global_rank if self.trainer is not None else 0
         if batch_size % world:
             raise ValueError(f"batch size {batch_size} is global and must be divisible by the {world} processes")
-        return DataLoader(self.datasets[split], batch_size=batch_size // world, shuffle=train,
-                          num_workers=self.num_workers, collate_fn=self.collate, worker_init_fn=_seed_worker,
-                          persistent_workers=self.num_workers > 0)
+        per_process = batch_size // world
+        dataset = self.datasets[split]
+        sampler = EpochSampler(range(len(dataset)), self.seed, shuffle=train, rank=rank, world=world)
+        if train and self._resume_at is not None:
+            epoch, batches_done = self._resume_at
+            sampler.resume(epoch, min(batches_done * per_process, len(sampler)))
+            self._resume_at = None
+        return DataLoader(dataset, batch_size=per_process, sampler=sampler,
+                          generator=torch.Generator().manual_seed(self.seed), num_workers=self.num_workers,
+                          collate_fn=self.collate, persistent_workers=self.num_workers > 0)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", self.batch_size, True)

@@ -14,6 +14,11 @@
   state dict (``export_path``, fp16 with ``export_fp16``) and evaluate it on the test split
   (``<checkpoint_dir>/<id>_eval_test.json``, see :mod:`retrieval.evaluate`).
 
+Checkpoints, resume and run ids follow :mod:`captioning.training.runs`, as in the captioning
+trainer: ``<id>-last.ckpt`` is the latest epoch (or step checkpoint), ``<id>-best.ckpt`` the best;
+a resumed run equals one that never stopped; a second run of an existing id needs ``--resume`` or
+``--overwrite``, and a concurrent one fails on ``<id>.lock``.
+
 Starting points are explicit and a missing file is always an error: ``--resume PATH|auto``
 continues a run (``auto``: ``<id>-last.ckpt`` if present); ``--evaluate`` (or ``EVALUATE=1``)
 evaluates ``--init_from PATH``, else the best checkpoint (grammar) or the last (pretrain), on the
@@ -29,7 +34,7 @@ from typing import Any
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
+from pytorch_lightning.callbacks import LearningRateMonitor
 from pytorch_lightning.loggers import CSVLogger
 
 import clip
@@ -38,7 +43,16 @@ from captioning.data.features import open_features
 from captioning.fineshapes.dataset import load_scenes
 from captioning.training.checkpoint_io import AtomicCheckpointIO
 from captioning.training.module import read_vocab
-from captioning.training.run import resolve_resume, trainer_precision
+from captioning.training.run import trainer_precision
+from captioning.training.runs import (
+    RunError,
+    RunLock,
+    check_resume_epochs,
+    checkpoint_callbacks,
+    claim_run_id,
+    is_launcher_child,
+    resolve_resume,
+)
 from captioning.utils.io import atomic_path, write_json
 from retrieval.config import RetrievalConfig, config_path, validate
 from retrieval.data import GrammarDataset, PretrainDataset, RetrievalDataModule, load_images, read_karpathy
@@ -58,10 +72,7 @@ def export_path(cfg: RetrievalConfig) -> Path:
 
 def build_trainer(cfg: RetrievalConfig, ckpt_dir: Path) -> pl.Trainer:
     t = cfg.train
-    checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename=f"{t.id}-best", monitor="val/loss", mode="min",
-                                 save_top_k=1, save_last=True, auto_insert_metric_name=False,
-                                 enable_version_counter=False)  # a new run replaces <id>-best/-last
-    checkpoint.CHECKPOINT_NAME_LAST = f"{t.id}-last"
+    callbacks = checkpoint_callbacks(ckpt_dir, t.id, "val/loss", "min", t.save_every_n_steps)
     return pl.Trainer(
         max_epochs=t.epochs,
         accelerator=t.accelerator,
@@ -71,11 +82,12 @@ def build_trainer(cfg: RetrievalConfig, ckpt_dir: Path) -> pl.Trainer:
         precision=trainer_precision(t.precision),
         gradient_clip_val=cfg.optim.clip_grad_norm or None,
         log_every_n_steps=t.losses_log_every,
-        callbacks=[checkpoint, LearningRateMonitor(logging_interval="step")],
+        callbacks=[*callbacks, LearningRateMonitor(logging_interval="step")],
         logger=CSVLogger(save_dir=str(ckpt_dir), name="logs"),
         plugins=[AtomicCheckpointIO()],
         num_sanity_val_steps=0,
         check_val_every_n_epoch=t.val_every_epochs,
+        use_distributed_sampler=False,
     )
 
 
@@ -113,7 +125,7 @@ def grammar_setup(cfg: RetrievalConfig) -> tuple[GrammarModule, RetrievalDataMod
                 for split in ("train", "val", "test")}
     module = GrammarModule(cfg.to_flat_dict(), clip_model)
     return module, RetrievalDataModule(datasets, d.batch_size, d.valid_batch_size, clip_model.context_length,
-                                       d.num_workers)
+                                       d.num_workers, seed=cfg.train.seed)
 
 
 def pretrain_setup(cfg: RetrievalConfig) -> tuple[PretrainModule, RetrievalDataModule]:
@@ -129,7 +141,7 @@ def pretrain_setup(cfg: RetrievalConfig) -> tuple[PretrainModule, RetrievalDataM
                                           prompt_prob=d.prompt_prob, relation_twin_prob=d.relation_twin_prob,
                                           paraphrase=d.paraphrase_weight > 0 or d.text_warmup_steps > 0)
     return module, RetrievalDataModule(datasets, d.batch_size, d.valid_batch_size, cfg.model.context_length,
-                                       d.num_workers)
+                                       d.num_workers, seed=cfg.train.seed)
 
 
 def load_module_weights(module: pl.LightningModule, path: str | Path) -> None:
@@ -191,6 +203,15 @@ def evaluate_main(cfg: RetrievalConfig, ckpt_dir: Path) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run; a run that cannot start as asked (id, lock, resume) ends with one ``error:`` line, exit 2."""
+    try:
+        return _main(argv)
+    except RunError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def _main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     evaluate = os.environ.get("EVALUATE", "0") not in ("", "0")
     if "--evaluate" in argv:
@@ -210,17 +231,35 @@ def main(argv: list[str] | None = None) -> int:
     if not t.id:
         print("error: --id is required (it names the checkpoints)", file=sys.stderr)
         return 2
+    inert = cfg.inert_settings()
+    if inert:
+        print(f"[retrieval] note: {', '.join(inert)} set but without effect (as in the original)")
     pl.seed_everything(t.seed, workers=True)
     ckpt_dir = checkpoint_dir(cfg)
     if evaluate:
         return evaluate_main(cfg, ckpt_dir)
+    resume = resolve_resume(t.resume, None, ckpt_dir, t.id)
+    if t.init_from and resume:
+        print("error: give either --resume or --init_from, not both", file=sys.stderr)
+        return 2
+    if t.overwrite and resume:
+        print("error: --overwrite starts the run again from scratch; it cannot be combined with --resume",
+              file=sys.stderr)
+        return 2
+    if resume:
+        check_resume_epochs(resume, t.epochs)
+    if is_launcher_child():
+        return _train(cfg, ckpt_dir, resume)
+    with RunLock(ckpt_dir, t.id):
+        claim_run_id(ckpt_dir, t.id, resuming=resume is not None, overwrite=t.overwrite)
+        return _train(cfg, ckpt_dir, resume)
+
+
+def _train(cfg: RetrievalConfig, ckpt_dir: Path, resume: str | None) -> int:
+    t = cfg.train
     module, data = grammar_setup(cfg) if t.task == "grammar" else pretrain_setup(cfg)
     trainer = build_trainer(cfg, ckpt_dir)
-    resume = resolve_resume(t.resume, ckpt_dir, t.id)
     if t.init_from:
-        if resume:
-            print("error: give either --resume or --init_from, not both", file=sys.stderr)
-            return 2
         load_module_weights(module, t.init_from)
         print(f"[retrieval] initialised weights from {t.init_from}")
     if trainer.is_global_zero:

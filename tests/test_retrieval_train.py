@@ -112,7 +112,7 @@ def openai_clip_and_features(world, tmp_path_factory):
     return out / "tiny_clip.pt", feats
 
 
-def test_grammar_finetuning_with_the_coco_config(world, openai_clip_and_features, tmp_path, monkeypatch):
+def test_grammar_finetuning_with_the_coco_config(world, openai_clip_and_features, tmp_path, monkeypatch, capsys):
     root, paths = world
     clip_file, feats = openai_clip_and_features
     monkeypatch.chdir(tmp_path)
@@ -135,7 +135,8 @@ def test_grammar_finetuning_with_the_coco_config(world, openai_clip_and_features
     for key in ("val/loss", "val/t2i_R@1", "val/i2t_R@10", "val/grammar_accuracy", "val/grammar_f1", "val/grammar_FP"):
         assert key in metrics, key
 
-    assert run.main([*argv, "--epochs", "1"]) == 0  # a new run in the same folder replaces the files
+    assert run.main([*argv, "--epochs", "1"]) == 2  # one run per id: a second one must say what it wants
+    assert run.main([*argv, "--epochs", "1", "--overwrite"]) == 0  # a new run replaces the files
     assert sorted(p.name for p in save.glob("*.ckpt")) == ["g-best.ckpt", "g-last.ckpt"]
     assert torch.load(save / "g-last.ckpt", weights_only=True)["epoch"] == 0
 
@@ -145,8 +146,9 @@ def test_grammar_finetuning_with_the_coco_config(world, openai_clip_and_features
     with pytest.raises(ValueError, match="neither a retrieval checkpoint nor a grammar-CLIP file"):
         run.main([*argv, "--init_from", str(clip_file)])
     monkeypatch.delenv("EVALUATE")
-    with pytest.raises(FileNotFoundError, match="checkpoint not found"):
-        run.main([*argv, "--resume", str(tmp_path / "missing.ckpt")])
+    capsys.readouterr()
+    assert run.main([*argv, "--resume", str(tmp_path / "missing.ckpt")]) == 2
+    assert "error: --resume: checkpoint not found" in capsys.readouterr().err
 
 
 def test_fineshapes_grammar_config_embeds_images_in_process(world, openai_clip_and_features, tmp_path, monkeypatch):

@@ -125,7 +125,8 @@ def stages(retrain_clip: bool, smoke: bool = False) -> list[Stage]:
     ]
     if retrain_clip:
         out.append(Stage("tiny CLIP", [PY, "retrieval/train_pl.py", "--cfg", "fineshapes_clip", "--id",
-                                       "fineshapes_clip", "--export_path", CLIP], [CLIP]))
+                                       "fineshapes_clip", "--export_path", CLIP], [CLIP],
+                         scratch=("retrieval/save/fineshapes_clip",)))
     out += feature_stages()
     out.append(Stage("grammar CLIP", [PY, "retrieval/train_pl.py", "--cfg", "fineshapes_grammar", "--id",
                                       "fineshapes_grammar", "--input_clipscore_vis_dir",

@@ -4,11 +4,14 @@ One item is one image: its grid features (N tokens x C), ``seq_per_img`` caption
 contiguous window at a random offset, as the original; draws with replacement when the image
 has fewer captions), all its reference rows (``gts``, for rewards), and optionally its CLIP-S
 image embedding.
+
+Items are addressed as ``(index, epoch)`` by :class:`captioning.data.sampler.EpochSampler`; the
+caption window is drawn from a stream of (seed, epoch, index), so the data of every epoch is a
+function of the seed alone and a resumed run sees what an uninterrupted one would have.
 """
 from __future__ import annotations
 
 import json
-import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,9 +20,10 @@ import h5py
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset
 
 from captioning.data.features import FeatureStore, open_features
+from captioning.data.sampler import EpochSampler, item_rng
 
 
 class DatasetError(ValueError):
@@ -49,7 +53,8 @@ def split_of(entry_split: str | None, train_only: bool = False) -> set[str]:
 class CaptionDataset(Dataset):
     """Images of ``input_json`` with labels, grid features and optional CLIP-S embeddings."""
 
-    def __init__(self, paths: DataPaths, seq_per_img: int = 5, use_clipscore: bool = False, train_only: bool = False):
+    def __init__(self, paths: DataPaths, seq_per_img: int = 5, use_clipscore: bool = False, train_only: bool = False,
+                 seed: int = 1234, norm_att_feat: bool = False):
         with open(paths.input_json, encoding="utf-8") as f:
             info = json.load(f)
         if "images" not in info:
@@ -59,6 +64,7 @@ class CaptionDataset(Dataset):
         self.ix_to_word: dict[str, str] = info.get("ix_to_word", {})
         self.seq_per_img = seq_per_img
         self.use_clipscore = use_clipscore
+        self.seed, self.norm_att_feat = seed, norm_att_feat
         self.split_ix: dict[str, list[int]] = {"train": [], "val": [], "test": []}
         for ix, img in enumerate(self.images):
             for s in split_of(img.get("split"), train_only):
@@ -118,8 +124,8 @@ class CaptionDataset(Dataset):
             raise DatasetError(f"features in {self.paths.input_att_dir} have shape {shape} (width {shape[-1]}) but "
                                f"the model expects att_feat_size {expected}; fix the config or re-extract them")
 
-    def captions(self, ix: int) -> tuple[np.ndarray, np.ndarray]:
-        """(``seq_per_img`` rows, all rows) of image ``ix``."""
+    def captions(self, ix: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """(``seq_per_img`` rows, all rows) of image ``ix``, the window drawn from ``rng``."""
         if not self.paths.input_label_h5:
             return np.zeros((self.seq_per_img, self.seq_length), np.int64), np.zeros((0, self.seq_length), np.int64)
         start, end = int(self.label_start[ix]), int(self.label_end[ix])
@@ -128,19 +134,23 @@ class CaptionDataset(Dataset):
         all_rows = self.labels_h5()["labels"][start:end].astype(np.int64)
         n = end - start
         if n < self.seq_per_img:
-            picks = [random.randint(0, n - 1) for _ in range(self.seq_per_img)]
+            picks = rng.integers(0, n, size=self.seq_per_img)
             return all_rows[picks], all_rows
-        offset = random.randint(0, n - self.seq_per_img)
+        offset = int(rng.integers(0, n - self.seq_per_img + 1))
         return all_rows[offset : offset + self.seq_per_img], all_rows
 
-    def __getitem__(self, ix: int) -> dict[str, Any]:
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
+        """Item ``key``: ``(index, epoch)`` as the sampler yields, or an index (epoch 0)."""
+        ix, epoch = key if isinstance(key, tuple) else (key, 0)
         img = self.images[ix]
         att = np.asarray(self.att[img["id"]], dtype=np.float32)
         if att.ndim == 3:
             att = att.reshape(-1, att.shape[-1])
         if att.ndim != 2:
             raise DatasetError(f"features of image {img['id']} have shape {att.shape}; expected (H, W, C) or (N, C)")
-        seq, gts = self.captions(ix)
+        if self.norm_att_feat:  # the original's norm_att_feat: each visual token L2-normalised
+            att = att / np.linalg.norm(att, 2, 1, keepdims=True)
+        seq, gts = self.captions(ix, item_rng(self.seed, epoch, ix))
         item = {"att_feats": att, "seq": seq, "gts": gts,
                 "info": {"ix": ix, "id": img["id"], "file_path": img.get("file_path")}}
         if self.clip_vis is not None:
@@ -184,22 +194,31 @@ class CaptionDataModule(pl.LightningDataModule):
     """Train (train + restval), val and test loaders over one :class:`CaptionDataset`.
 
     ``batch_size`` is global, as in the original: each of the ``world_size`` processes loads
-    ``batch_size / world_size`` images per step.
+    ``batch_size / world_size`` images per step. Every loader uses an :class:`EpochSampler`
+    (the trainer runs with ``use_distributed_sampler=False``); :meth:`resume` positions the
+    training sampler of a run restored from a checkpoint.
     """
 
     def __init__(self, paths: DataPaths, batch_size: int, seq_per_img: int = 5, use_clipscore: bool = False,
                  num_workers: int = 4, train_only: bool = False, eval_batch_size: int | None = None,
-                 att_feat_size: int | None = None):
+                 att_feat_size: int | None = None, seed: int = 1234, norm_att_feat: bool = False):
         super().__init__()
         self.att_feat_size = att_feat_size
         self.paths, self.batch_size, self.seq_per_img = paths, batch_size, seq_per_img
         self.use_clipscore, self.num_workers, self.train_only = use_clipscore, num_workers, train_only
         self.eval_batch_size = eval_batch_size
+        self.seed, self.norm_att_feat = seed, norm_att_feat
         self.dataset: CaptionDataset | None = None
+        self._resume_at: tuple[int, int] | None = None
 
     def setup(self, stage: str | None = None) -> None:
         if self.dataset is None:
-            self.dataset = CaptionDataset(self.paths, self.seq_per_img, self.use_clipscore, self.train_only)
+            self.dataset = CaptionDataset(self.paths, self.seq_per_img, self.use_clipscore, self.train_only,
+                                          seed=self.seed, norm_att_feat=self.norm_att_feat)
+
+    def resume(self, epoch: int, batches_done: int) -> None:
+        """The training loader starts at batch ``batches_done`` of ``epoch`` (a restored run)."""
+        self._resume_at = (epoch, batches_done)
 
     def _per_process(self, batch_size: int) -> int:
         world = self.trainer.world_size if self.trainer is not None else 1
@@ -215,7 +234,17 @@ class CaptionDataModule(pl.LightningDataModule):
         self.dataset.check_features(indices)
         if self.att_feat_size is not None:
             self.dataset.check_feature_size(indices[0], self.att_feat_size)
-        return DataLoader(Subset(self.dataset, indices), batch_size=self._per_process(batch_size), shuffle=shuffle,
+        per_process = self._per_process(batch_size)
+        trainer = self.trainer
+        sampler = EpochSampler(indices, self.seed, shuffle, rank=trainer.global_rank if trainer else 0,
+                               world=trainer.world_size if trainer else 1)
+        if shuffle and self._resume_at is not None:
+            epoch, batches_done = self._resume_at
+            sampler.resume(epoch, min(batches_done * per_process, len(sampler)))
+            self._resume_at = None
+        # its own generator: creating the loader's iterator leaves torch's global stream alone
+        return DataLoader(self.dataset, batch_size=per_process, sampler=sampler,
+                          generator=torch.Generator().manual_seed(self.seed),
                           num_workers=self.num_workers, collate_fn=collate, drop_last=False,
                           persistent_workers=self.num_workers > 0, pin_memory=torch.cuda.is_available())
 

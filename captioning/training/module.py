@@ -49,6 +49,7 @@ from captioning.rewards import (
 )
 from captioning.training.losses import language_model_loss, self_critical_loss
 from captioning.training.optim import build_optimizer
+from captioning.training.scheduled_sampling import ss_prob, teacher_forcing_with_sampling
 
 CLIP_METRICS = ("CLIP-S", "RefCLIP-S", "RefCLIP-S-Hessel", "grammar_prob")
 
@@ -95,6 +96,13 @@ class CaptionerModule(pl.LightningModule):
         self._reward: SelfCriticalReward | None = None
         self._eval_scorer: CLIPScorer | None = None
         self._backward_start: float | None = None
+        self.ss_prob = 0.0
+
+    def on_train_epoch_start(self) -> None:
+        """The epoch's scheduled-sampling probability (the original's epoch-start rule)."""
+        o = self.cfg.optim
+        self.ss_prob = ss_prob(self.current_epoch, o.scheduled_sampling_start, o.scheduled_sampling_increase_every,
+                               o.scheduled_sampling_increase_prob, o.scheduled_sampling_max_prob)
 
     def configure_optimizers(self) -> dict:
         return build_optimizer(self.cfg, self.model.parameters(), initial_state=self.initial_optimizer_state)
@@ -173,13 +181,20 @@ class CaptionerModule(pl.LightningModule):
 
     def mle_loss(self, batch: dict[str, Any]) -> Tensor:
         labels, masks = batch["labels"], batch["masks"]
-        logprobs = self.model(batch["att_feats"], batch["att_masks"], labels[..., :-1])
+        if self.training and self.ss_prob > 0:
+            logprobs, _ = teacher_forcing_with_sampling(self.model, batch["att_feats"], batch["att_masks"],
+                                                        labels[..., :-1], self.ss_prob)
+        else:
+            logprobs = self.model(batch["att_feats"], batch["att_masks"], labels[..., :-1])
         target = labels[..., 1:].reshape(-1, labels.size(-1) - 1)
         mask = masks[..., 1:].reshape(-1, masks.size(-1) - 1)
         return language_model_loss(logprobs, target, mask, self.cfg.optim.label_smoothing)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
-        loss = self.scst_loss(batch) if self.self_critical_active() else self.mle_loss(batch)
+        scst = self.self_critical_active()
+        loss = self.scst_loss(batch) if scst else self.mle_loss(batch)
+        if not scst and self.cfg.optim.scheduled_sampling_start >= 0:
+            self.log("train/scheduled_sampling_prob", self.ss_prob, batch_size=batch["att_feats"].size(0))
         if not torch.isfinite(loss):
             raise FloatingPointError(f"non-finite training loss ({loss.item()}) at global step {self.global_step}")
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["att_feats"].size(0))

@@ -6,8 +6,13 @@
 Any config key can be overridden (``--batch_size 100``, ``--set_cfgs k v ...``). Starting points
 are explicit and a missing checkpoint is always an error:
 
-* ``--resume PATH|auto`` continues a run with its full trainer state (epoch, step, optimiser);
-  ``auto`` takes ``<checkpoint dir>/<id>-last.ckpt`` if it exists and starts fresh otherwise.
+* ``--resume PATH|auto`` continues a run with its full trainer state (epoch, step, optimiser,
+  every random generator and the position in the epoch): the result equals a run that never
+  stopped. ``auto`` takes ``<checkpoint dir>/<id>-last.ckpt`` if it exists and starts a new run
+  otherwise. A checkpoint that has already trained ``max_epochs`` epochs is refused (use
+  ``--init_from`` for a new phase).
+* ``--start_from DIR`` (the original's option) resumes from ``DIR/<id>-last.ckpt``; a missing
+  file is an error (the original silently started a new run).
 * ``--init_from PATH`` loads model weights only (e.g. phase 2 from the MLE checkpoint); the
   epoch count starts at 0 and the optimiser is fresh, unless ``keep_mle_optimizer_state``
   carries over the checkpoint's Adam state (moments, step counts, and its betas / eps: from a
@@ -15,6 +20,10 @@ are explicit and a missing checkpoint is always an error:
   run's ``learning_rate`` either way.
 * ``--evaluate`` (or the original's ``EVALUATE=1``) tests a checkpoint on the test split:
   ``--init_from``/``--resume`` if given, else ``<checkpoint dir>/<id>-last.ckpt``.
+
+One run per id: a new run under an id that already has checkpoints is refused unless it is
+resumed (``--resume``/``--start_from``) or ``--overwrite`` deletes them; ``<id>.lock`` makes a
+second, concurrent run of the same id fail at once.
 
 Self-critical training (SCST) runs in every epoch >= ``self_critical_after`` (-1: never):
 
@@ -27,9 +36,10 @@ Self-critical training (SCST) runs in every epoch >= ``self_critical_after`` (-1
 SCST from epoch 0 without ``--init_from`` or ``--resume`` would train a random model with
 rewards, and is an error.
 
-Checkpoints go to ``<checkpoint_path>/<id>-last.ckpt`` and ``<id>-best.ckpt`` (best
-``val/CIDEr``, or ``val/loss`` without language evaluation), with the resolved config
-``<id>.yml``; results to ``eval_results/<id>_<split>.json``.
+Files (see :mod:`captioning.training.runs`): ``<checkpoint_path>/<id>-last.ckpt`` (end of the
+latest epoch, or the latest step checkpoint with ``save_every_n_steps``), ``<id>-best.ckpt`` (best
+``val/CIDEr``, or ``val/loss`` without language evaluation), the resolved config ``<id>.yml``;
+results in ``eval_results/<id>_<split>.json``.
 """
 from __future__ import annotations
 
@@ -40,7 +50,7 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
+from pytorch_lightning.callbacks import LearningRateMonitor
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 
 from captioning.config import Config, ConfigError, parse_args, save_config
@@ -48,6 +58,15 @@ from captioning.data.dataset import CaptionDataModule, DatasetError, data_paths_
 from captioning.data.features import FeatureError
 from captioning.training.checkpoint_io import AtomicCheckpointIO
 from captioning.training.module import CaptionerModule, CheckpointError, load_weights, read_vocab
+from captioning.training.runs import (
+    RunError,
+    RunLock,
+    check_resume_epochs,
+    checkpoint_callbacks,
+    claim_run_id,
+    is_launcher_child,
+    resolve_resume,
+)
 
 
 def checkpoint_dir(cfg: Config) -> Path:
@@ -66,9 +85,9 @@ def trainer_precision(requested: str) -> str:
 
 
 def build_trainer(cfg: Config, ckpt_dir: Path, monitor: str, mode: str) -> pl.Trainer:
-    checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename=f"{cfg.train.id}-best", monitor=monitor, mode=mode,
-                                 save_top_k=1, save_last=True, auto_insert_metric_name=False)
-    checkpoint.CHECKPOINT_NAME_LAST = f"{cfg.train.id}-last"
+    """The Lightning trainer of a run; data comes in the order of :class:`EpochSampler` (the data
+    module shards it per process itself)."""
+    callbacks = checkpoint_callbacks(ckpt_dir, cfg.train.id, monitor, mode, cfg.train.save_every_n_steps)
     devices = cfg.train.devices if cfg.train.devices == "auto" else int(cfg.train.devices)
     clip_algorithm = {"norm": "norm", "value": "value"}[cfg.optim.grad_clip_mode]
     return pl.Trainer(
@@ -82,26 +101,27 @@ def build_trainer(cfg: Config, ckpt_dir: Path, monitor: str, mode: str) -> pl.Tr
         gradient_clip_val=cfg.optim.grad_clip_value or None,
         gradient_clip_algorithm=clip_algorithm,
         log_every_n_steps=cfg.train.losses_log_every,
-        callbacks=[checkpoint, LearningRateMonitor(logging_interval="step")],
+        callbacks=[*callbacks, LearningRateMonitor(logging_interval="step")],
         logger=[CSVLogger(save_dir=str(ckpt_dir), name="logs"), TensorBoardLogger(save_dir=str(ckpt_dir), name="tb")],
         plugins=[AtomicCheckpointIO()],
         num_sanity_val_steps=0,
         check_val_every_n_epoch=1,
+        use_distributed_sampler=False,
     )
 
 
-def resolve_resume(value: str | None, ckpt_dir: Path, run_id: str) -> str | None:
-    if value is None:
-        return None
-    if value == "auto":
-        last = ckpt_dir / f"{run_id}-last.ckpt"
-        if last.is_file():
-            return str(last)
-        print(f"[train_pl] --resume auto: no {last} yet, starting a new run")
-        return None
-    if not Path(value).is_file():
-        raise FileNotFoundError(f"--resume: checkpoint not found: {value}")
-    return value
+def check_trainer_limits(cfg: Config) -> str | None:
+    """An error message for an out-of-range trainer setting, else None."""
+    t = cfg.train
+    if t.max_epochs == 0 or t.max_epochs < -1:
+        return f"max_epochs must be >= 1 (or -1: no limit), got {t.max_epochs}"
+    if t.limit_train_batches == 0 or t.limit_train_batches < -1:
+        return f"limit_train_batches must be >= 1 (or -1: every batch), got {t.limit_train_batches}"
+    if t.save_every_n_steps < 0:
+        return f"save_every_n_steps must be >= 0 (0: only at the end of each epoch), got {t.save_every_n_steps}"
+    if t.losses_log_every < 1:
+        return f"losses_log_every must be >= 1, got {t.losses_log_every}"
+    return None
 
 
 def build_data(cfg: Config) -> CaptionDataModule:
@@ -110,7 +130,8 @@ def build_data(cfg: Config) -> CaptionDataModule:
     paths = dataclasses.replace(data_paths_from_config(cfg),
                                 input_clipscore_vis_dir=cfg.data.input_clipscore_vis_dir if with_clip else None)
     return CaptionDataModule(paths, cfg.data.batch_size, cfg.data.seq_per_img, with_clip, cfg.data.num_workers,
-                             bool(cfg.data.train_only), att_feat_size=cfg.model.att_feat_size)
+                             bool(cfg.data.train_only), att_feat_size=cfg.model.att_feat_size, seed=cfg.train.seed,
+                             norm_att_feat=bool(cfg.data.norm_att_feat))
 
 
 def init_optimizer_state(path: str | Path) -> dict:
@@ -126,7 +147,9 @@ def check_start(cfg: Config, resume: str | None) -> str | None:
     """An error message for a start that cannot be what was meant, else None."""
     r, init_from = cfg.reward, cfg.train.init_from
     if init_from and resume:
-        return "give either --resume or --init_from, not both"
+        return "give either --resume/--start_from or --init_from, not both"
+    if cfg.train.overwrite and resume:
+        return "--overwrite starts run again from scratch; it cannot be combined with --resume/--start_from"
     if r.keep_mle_optimizer_state and not init_from:
         return "keep_mle_optimizer_state needs --init_from (the checkpoint whose optimizer state to carry over)"
     if r.self_critical_after == 0 and not init_from and not resume:
@@ -152,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run; a bad input (config, data, features, checkpoint) ends with one ``error:`` line and exit status 2."""
     try:
         return _main(argv)
-    except (ConfigError, DatasetError, FeatureError, FileNotFoundError, CheckpointError) as e:
+    except (ConfigError, DatasetError, FeatureError, FileNotFoundError, CheckpointError, RunError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 
@@ -171,6 +194,14 @@ def _main(argv: list[str] | None = None) -> int:
     if not cfg.train.id:
         print("error: --id is required (it names the checkpoints and result files)", file=sys.stderr)
         return 2
+    problem = check_trainer_limits(cfg)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
+    inert = cfg.inert_settings()
+    if inert:
+        print(f"[train_pl] note: {', '.join(inert)} set but without effect on the transformer captioner "
+              "(as in the original)")
     pl.seed_everything(cfg.train.seed, workers=True)
     if cfg.train.num_threads > 0:
         torch.set_num_threads(cfg.train.num_threads)
@@ -186,8 +217,8 @@ def _main(argv: list[str] | None = None) -> int:
     trainer = build_trainer(cfg, ckpt_dir, monitor, mode)
 
     if evaluate:
-        source = cfg.train.init_from or resolve_resume(cfg.train.resume, ckpt_dir, cfg.train.id) \
-            or str(ckpt_dir / f"{cfg.train.id}-last.ckpt")
+        source = cfg.train.init_from or resolve_resume(cfg.train.resume, cfg.train.start_from, ckpt_dir,
+                                                       cfg.train.id) or str(ckpt_dir / f"{cfg.train.id}-last.ckpt")
         if not Path(source).is_file():
             print(f"error: nothing to evaluate: checkpoint {source} not found (train first, or pass --init_from)",
                   file=sys.stderr)
@@ -197,11 +228,22 @@ def _main(argv: list[str] | None = None) -> int:
         trainer.test(module, datamodule=data)
         return 0
 
-    resume = resolve_resume(cfg.train.resume, ckpt_dir, cfg.train.id)
+    resume = resolve_resume(cfg.train.resume, cfg.train.start_from, ckpt_dir, cfg.train.id)
     problem = check_start(cfg, resume)
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return 2
+    if resume:
+        check_resume_epochs(resume, cfg.train.max_epochs)
+    if is_launcher_child():
+        return _fit(cfg, module, data, trainer, ckpt_dir, resume)
+    with RunLock(ckpt_dir, cfg.train.id):
+        claim_run_id(ckpt_dir, cfg.train.id, resuming=resume is not None, overwrite=cfg.train.overwrite)
+        return _fit(cfg, module, data, trainer, ckpt_dir, resume)
+
+
+def _fit(cfg: Config, module: CaptionerModule, data: CaptionDataModule, trainer: pl.Trainer, ckpt_dir: Path,
+         resume: str | None) -> int:
     if cfg.train.init_from:
         load_weights(module, cfg.train.init_from)
         print(f"[train_pl] initialised weights from {cfg.train.init_from}")
