@@ -22,7 +22,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the usual permissions
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the usual permissions
     tmp_path = Path(tmp)
     try:
         yield tmp_path
@@ -32,10 +32,15 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             tmp_path.unlink()
 
 
-def _umask() -> int:
-    mask = os.umask(0)
+def _read_umask() -> int:
+    """The process umask. Reading it means setting it, so this runs once, at import: calling it
+    from concurrent writers could leave the umask at 0 for the rest of the run."""
+    mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+_UMASK = _read_umask()
 
 
 def write_json(path: str | os.PathLike, obj: Any, indent: int | None = None) -> None:
