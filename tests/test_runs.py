@@ -118,6 +118,26 @@ def test_3_resume_from_a_mid_epoch_step_checkpoint(world, uninterrupted, tmp_pat
     assert resumed_log == {s: reference_log[s] for s in resumed_log}
 
 
+def test_2_self_critical_resume_equals_never_stopping(world, uninterrupted, tmp_path):
+    """SCST draws samples from torch's stream: killed mid-epoch and resumed, it still ends bit-identical."""
+    from captioning.data.prepro import prepro_ngrams
+
+    root = world.parent
+    prepro_ngrams(root / "dataset.json", root / "talk.json", str(tmp_path / "df"), "train")
+    rl = ["--self_critical_after", "0", "--noamopt", "false", "--learning_rate", "1e-3",
+          "--cached_tokens", str(tmp_path / "df-idxs.p"), "--max_epochs", "2", "--save_every_n_steps", "2"]
+    start = ["--init_from", str(uninterrupted / "u-last.ckpt")]
+    reference = _train(tmp_path, [*_args(world, "rl_u"), *rl, *start])
+    assert reference.returncode == 0, reference.stderr[-3000:]
+    killed = _train(tmp_path, [*_args(world, "rl_k"), *rl, *start], kill_at=STEPS_PER_EPOCH + 2)
+    assert killed.returncode == -9
+    resumed = _train(tmp_path, [*_args(world, "rl_k"), *rl, "--resume", "auto"])
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    final, expected = _state(tmp_path / "save/rl_k/rl_k-last.ckpt"), _state(tmp_path / "save/rl_u/rl_u-last.ckpt")
+    assert not all(torch.equal(final[k], _state(uninterrupted / "u-last.ckpt")[k]) for k in final)   # it trained
+    assert all(torch.equal(final[k], expected[k]) for k in final)
+
+
 def test_1_last_is_the_last_epoch_and_best_the_best(world, uninterrupted):
     last = torch.load(uninterrupted / "u-last.ckpt", weights_only=True)
     best = torch.load(uninterrupted / "u-best.ckpt", weights_only=True)
