@@ -10,7 +10,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_FLAGS := $(if $(filter 1,$(FORCE)),--force,)
 
-.PHONY: demo test venv clean-demo
+.PHONY: demo test test-fast venv clean-demo
 
 venv: $(STAMP)
 
@@ -25,6 +25,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# The edit-run loop: everything but the tests marked slow (make test, and CI, run them all).
+test-fast: $(STAMP)
+	@start=$$(date +%s); $(PY) -m pytest -q -m "not slow"; status=$$?; \
+	echo "make test-fast: $$(( $$(date +%s) - start )) s (slow tests skipped; make test runs everything)"; exit $$status
 
 clean-demo:
 	rm -rf datasets/FineShapes data/fineshapes* data/dataset_fineshapes.json data/FineShapesEval.* demo

@@ -26,7 +26,6 @@ test split. The resolved config is written to ``<checkpoint_dir>/<id>.yml``.
 """
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -43,15 +42,16 @@ from captioning.data.features import open_features
 from captioning.fineshapes.dataset import load_scenes
 from captioning.training.checkpoint_io import AtomicCheckpointIO
 from captioning.training.module import read_vocab
-from captioning.training.run import trainer_precision
 from captioning.training.runs import (
     RunError,
     RunLock,
     check_resume_epochs,
     checkpoint_callbacks,
     claim_run_id,
+    evaluate_requested,
     is_launcher_child,
     resolve_resume,
+    trainer_precision,
 )
 from captioning.utils.io import atomic_path, write_json
 from retrieval.config import RetrievalConfig, config_path, validate
@@ -212,11 +212,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    evaluate = os.environ.get("EVALUATE", "0") not in ("", "0")
-    if "--evaluate" in argv:
-        argv.remove("--evaluate")
-        evaluate = True
+    argv, evaluate = evaluate_requested(list(sys.argv[1:] if argv is None else argv))
     argv = [f"--cfg={config_path(a[6:])}" if a.startswith("--cfg=") else a for a in argv]
     if "--cfg" in argv[:-1]:
         i = argv.index("--cfg") + 1

@@ -5,10 +5,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 LABELS = ["MLE", "CIDEr", "CLIP-S", "CLIP-S+CIDEr", "CLIP-S+Grammar"]
 
 
+@pytest.mark.slow
 def test_smoke_pipeline_writes_the_whole_report(tmp_path):
     for name in ("configs", "scripts", "scripts_FineCapEval", "tools"):
         (tmp_path / name).symlink_to(REPO / name)

@@ -55,6 +55,7 @@ def _reference_scores(gts, res):
 
 
 @pytest.mark.skipif(shutil.which("java") is None, reason="needs Java")
+@pytest.mark.slow
 def test_matches_pycocoevalcap_and_reuses_meteor(no_spice_jars):
     tok = PTBTokenizer()
     gts = tok.tokenize({i: [{"caption": r} for r in refs] for i, refs in REFS.items()})

@@ -108,6 +108,7 @@ def test_non_ascii_and_over_long_captions_reach_clip_truncated():
     assert torch.isfinite(scores).all() and (scores >= 0).all() and (scores <= 2.5).all()
 
 
+@pytest.mark.slow
 def test_two_process_ddp_mle_and_scst_match_single_process(tiny_world_factory, tmp_path):
     import json
 

@@ -53,6 +53,7 @@ def test_coco_config_is_the_faithful_one_and_strict(tmp_path):
         load_config(bad, schema=RetrievalConfig)
 
 
+@pytest.mark.slow
 def test_pretraining_exports_a_clip_that_clip_load_reads(world, tmp_path, monkeypatch):
     root, paths = world
     monkeypatch.chdir(tmp_path)

@@ -83,6 +83,7 @@ def uninterrupted(world, tmp_path_factory):
     return cwd / "save" / "u"
 
 
+@pytest.mark.slow
 def test_2_resume_after_sigkill_equals_never_stopping(world, uninterrupted, tmp_path):
     run_dir = tmp_path / "save" / "k"
     # kill in the second epoch; the newest checkpoint is the end of the first
@@ -101,6 +102,7 @@ def test_2_resume_after_sigkill_equals_never_stopping(world, uninterrupted, tmp_
     assert resumed_log == {s: reference_log[s] for s in resumed_log}
 
 
+@pytest.mark.slow
 def test_3_resume_from_a_mid_epoch_step_checkpoint(world, uninterrupted, tmp_path):
     run_dir = tmp_path / "save" / "k"
     killed = _train(tmp_path, _args(world, "k", "--save_every_n_steps", "2"), kill_at=STEPS_PER_EPOCH + 2)
@@ -118,6 +120,7 @@ def test_3_resume_from_a_mid_epoch_step_checkpoint(world, uninterrupted, tmp_pat
     assert resumed_log == {s: reference_log[s] for s in resumed_log}
 
 
+@pytest.mark.slow
 def test_2_self_critical_resume_equals_never_stopping(world, uninterrupted, tmp_path):
     """SCST draws samples from torch's stream: killed mid-epoch and resumed, it still ends bit-identical."""
     from captioning.data.prepro import prepro_ngrams
@@ -138,6 +141,7 @@ def test_2_self_critical_resume_equals_never_stopping(world, uninterrupted, tmp_
     assert all(torch.equal(final[k], expected[k]) for k in final)
 
 
+@pytest.mark.slow
 def test_1_last_is_the_last_epoch_and_best_the_best(world, uninterrupted):
     last = torch.load(uninterrupted / "u-last.ckpt", weights_only=True)
     best = torch.load(uninterrupted / "u-best.ckpt", weights_only=True)

@@ -16,6 +16,7 @@ def run(cfg, tmp_path, *args, monkeypatch=None):
     return train_pl.main(["--cfg", str(cfg), "--checkpoint_path", str(tmp_path / "save"), *args])
 
 
+@pytest.mark.slow
 def test_train_resume_and_evaluate(world, tmp_path, monkeypatch):
     root, cfg = world
     monkeypatch.chdir(tmp_path)

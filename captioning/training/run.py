@@ -64,24 +64,15 @@ from captioning.training.runs import (
     check_resume_epochs,
     checkpoint_callbacks,
     claim_run_id,
+    evaluate_requested,
     is_launcher_child,
     resolve_resume,
+    trainer_precision,
 )
 
 
 def checkpoint_dir(cfg: Config) -> Path:
     return Path(cfg.train.checkpoint_path or Path("save") / cfg.train.id)
-
-
-def trainer_precision(requested: str) -> str:
-    """Lightning precision for the config value; 16-bit runs only on CUDA (CPU falls back to fp32)."""
-    value = str(requested)
-    if value in ("32", "32-true"):
-        return "32-true"
-    if not torch.cuda.is_available():
-        print(f"[train_pl] precision {value} needs CUDA; running in fp32 on CPU")
-        return "32-true"
-    return {"16": "16-mixed", "bf16": "bf16-mixed"}.get(value, value)
 
 
 def build_trainer(cfg: Config, ckpt_dir: Path, monitor: str, mode: str) -> pl.Trainer:
@@ -181,11 +172,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    evaluate = os.environ.get("EVALUATE", "0") not in ("", "0")
-    if "--evaluate" in argv:
-        argv.remove("--evaluate")
-        evaluate = True
+    argv, evaluate = evaluate_requested(list(sys.argv[1:] if argv is None else argv))
     try:
         cfg, _ = parse_args(argv)
     except ConfigError as e:

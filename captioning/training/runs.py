@@ -158,6 +158,28 @@ def finished_epochs(path: str | Path) -> int:
 
 # ---------------------------------------------------------------------------- starting a run
 
+def evaluate_requested(argv: list[str]) -> tuple[list[str], bool]:
+    """``argv`` without ``--evaluate``, and whether evaluation was asked for (``--evaluate`` or the
+    original's ``EVALUATE=1``)."""
+    evaluate = os.environ.get("EVALUATE", "0") not in ("", "0")
+    if "--evaluate" in argv:
+        argv = [a for a in argv if a != "--evaluate"]
+        evaluate = True
+    return argv, evaluate
+
+
+def trainer_precision(requested: str) -> str:
+    """Lightning precision for the config value; 16-bit runs only on CUDA (CPU falls back to fp32)."""
+    value = str(requested)
+    if value in ("32", "32-true"):
+        return "32-true"
+    if not torch.cuda.is_available():
+        print(f"[train] precision {value} needs CUDA; running in fp32 on CPU")
+        return "32-true"
+    return {"16": "16-mixed", "bf16": "bf16-mixed"}.get(value, value)
+
+
+
 def resolve_resume(resume: str | None, start_from: str | None, ckpt_dir: Path, run_id: str) -> str | None:
     """The checkpoint to resume from, or None for a new run.
 
