@@ -15,10 +15,16 @@ naming the file and the key.
 """
 from __future__ import annotations
 
+import ast
 import dataclasses
 import difflib
 import functools
+import inspect
+import io
 import os
+import sys
+import textwrap
+import tokenize
 import types
 import typing
 from dataclasses import dataclass, field
@@ -27,12 +33,13 @@ from typing import Any, Optional
 
 import yaml
 
+from captioning.cli import InputError
 from captioning.utils.io import write_text
 
 BASE_KEY = "_BASE_"
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError):
     """A configuration file or override is invalid."""
 
 
@@ -346,15 +353,18 @@ def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
-    with open(path, encoding="utf-8") as f:
-        loader = _StrictLoader(f)
-        loader.name = str(path)
-        try:
-            data = loader.get_single_data()
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: invalid YAML: {e}") from None
-        finally:
-            loader.dispose()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} is not a text (UTF-8) YAML file; give the path of a config file") from None
+    loader = _StrictLoader(text)
+    loader.name = str(path)
+    try:
+        data = loader.get_single_data()
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: invalid YAML: {e}") from None
+    finally:
+        loader.dispose()
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -398,6 +408,7 @@ def load_config(
             cfg.set(key, value, source="--set_cfgs")
     for key, value in (overrides or {}).items():
         cfg.set(key, value, source=f"--{key}")
+    check_ranges(cfg, str(path) if path is not None else "<defaults>")
     return cfg
 
 
@@ -409,21 +420,34 @@ def config_from_dict(values: dict[str, Any], source: str = "<checkpoint>", schem
     return cfg
 
 
-def parse_args(argv: list[str], schema: type[FlatConfig] = Config) -> tuple[Any, str | None]:
+def parse_args(argv: list[str], schema: type[FlatConfig] = Config, prog: str = "",
+               description: str = "") -> tuple[Any, str | None]:
     """Parse ``--cfg FILE [--set_cfgs k v ...] [--key value | --key=value | --flag] ...``.
 
     Returns the resolved config and the config file path. A bare ``--flag`` sets a boolean
-    key to true.
+    key to true. ``--help`` prints every key (:func:`format_help`) and ``--print_config`` the
+    resolved config; both then exit with status 0.
     """
+    prog = prog or os.path.basename(sys.argv[0]) or "train_pl.py"
     cfg_path: str | None = None
     set_cfgs: list[str] = []
     overrides: dict[str, Any] = {}
+    print_config = False
     i = 0
     while i < len(argv):
         arg = argv[i]
+        if arg == "-h":
+            arg = "--help"
         if not arg.startswith("--"):
             raise ConfigError(f"unexpected command-line argument {arg!r}; options look like --key value")
         name, eq, inline = arg[2:].partition("=")
+        if name == "help":
+            print(format_help(schema, prog, description))
+            raise SystemExit(0)
+        if name == "print_config":
+            print_config = True
+            i += 1
+            continue
         if name == "set_cfgs":
             j = i + 1
             while j < len(argv) and not argv[j].startswith("--"):
@@ -445,7 +469,11 @@ def parse_args(argv: list[str], schema: type[FlatConfig] = Config) -> tuple[Any,
                 raise ConfigError(f"--{name} needs a value")
             value = True
         overrides[name] = value
-    return load_config(cfg_path, set_cfgs, overrides, schema), cfg_path
+    cfg = load_config(cfg_path, set_cfgs, overrides, schema)
+    if print_config:
+        print(dump_config(cfg), end="")
+        raise SystemExit(0)
+    return cfg, cfg_path
 
 
 def dump_config(cfg: FlatConfig) -> str:
@@ -461,3 +489,112 @@ def dump_config(cfg: FlatConfig) -> str:
 def save_config(cfg: FlatConfig, path: str | os.PathLike) -> None:
     """Write the resolved config atomically (every run writes it next to its checkpoints)."""
     write_text(path, dump_config(cfg))
+
+
+# ----- value ranges, checked when a config is resolved (before any data or model is loaded) -----
+
+# key -> (lowest, highest) allowed value, inclusive; None: unbounded. Keys of every schema share it.
+RANGES: dict[str, tuple[float | None, float | None]] = {
+    "batch_size": (1, None), "valid_batch_size": (1, None), "seq_per_img": (1, None), "num_workers": (0, None),
+    "feature_resolution": (32, None), "N_enc": (1, None), "N_dec": (1, None), "d_model": (1, None),
+    "d_ff": (1, None), "num_att_heads": (1, None), "dropout": (0, 1), "drop_prob_lm": (0, 1),
+    "att_feat_size": (1, None), "max_length": (1, None), "learning_rate_decay_every": (1, None),
+    "learning_rate_decay_rate": (0, None), "optim_alpha": (0, 1), "optim_beta": (0, 1), "optim_epsilon": (0, None),
+    "weight_decay": (0, None), "noamopt_warmup": (1, None), "grad_clip_value": (0, None),
+    "label_smoothing": (0, 1), "scheduled_sampling_increase_every": (1, None),
+    "scheduled_sampling_increase_prob": (0, 1), "scheduled_sampling_max_prob": (0, 1), "train_sample_n": (1, None),
+    "train_beam_size": (1, None), "sc_beam_size": (1, None), "beam_size": (1, None), "sample_n": (1, None),
+    "group_size": (1, None), "diversity_lambda": (0, None), "max_epochs": (-1, None),
+    "limit_train_batches": (-1, None), "num_threads": (0, None), "num_nodes": (1, None),
+    "losses_log_every": (1, None), "epochs": (1, None), "embed_dim": (1, None), "image_resolution": (1, None),
+    "vision_width": (1, None), "context_length": (1, None), "transformer_width": (1, None),
+    "transformer_layers": (1, None), "adam_eps": (0, None), "adam_beta1": (0, 1), "adam_beta2": (0, 1),
+    "warmup_ratio": (0, 1), "clip_grad_norm": (0, None), "max_logit_scale": (0, None), "val_every_epochs": (1, None),
+    "aug_shift": (0, None), "text_warmup_steps": (0, None), "prompt_prob": (0, 1), "relation_twin_prob": (0, 1),
+    "paraphrase_weight": (0, None),
+}
+# keys that must be strictly positive
+POSITIVE = {"learning_rate", "noamopt_factor", "temperature", "lr"}
+# key -> allowed values
+CHOICES: dict[str, tuple[str, ...]] = {
+    "grad_clip_mode": ("norm", "value"),
+    "precision": ("32", "32-true", "16", "16-mixed", "bf16", "bf16-mixed"),
+}
+
+
+def _range_text(key: str) -> str:
+    """The allowed values of ``key`` in words ('' when any value of its type is allowed)."""
+    if key in CHOICES:
+        return "one of " + ", ".join(CHOICES[key])
+    if key in POSITIVE:
+        return "> 0"
+    low, high = RANGES.get(key, (None, None))
+    if low is not None and high is not None:
+        return f"in [{low}, {high}]"
+    return f">= {low}" if low is not None else (f"<= {high}" if high is not None else "")
+
+
+def check_ranges(cfg: FlatConfig, source: str = "<config>") -> None:
+    """Raise :class:`ConfigError` naming the first key whose value is out of its range."""
+    for key, value in cfg.to_flat_dict().items():
+        if value is None:
+            continue
+        low, high = RANGES.get(key, (None, None))
+        bad = ((key in CHOICES and str(value) not in CHOICES[key]) or (key in POSITIVE and not value > 0)
+               or (low is not None and value < low) or (high is not None and value > high))
+        if bad:
+            raise ConfigError(f"{source}: key {key!r} must be {_range_text(key)}, got {value!r}")
+    flat = cfg.to_flat_dict()
+    if "d_model" in flat and "num_att_heads" in flat and flat["d_model"] % flat["num_att_heads"]:
+        raise ConfigError(f"{source}: d_model ({flat['d_model']}) must be divisible by num_att_heads "
+                          f"({flat['num_att_heads']}); e.g. d_model {flat['d_model'] // flat['num_att_heads'] * flat['num_att_heads'] or flat['num_att_heads']}")
+
+
+# ----- --help from the schema: each key's trailing comment or attribute docstring is its meaning -----
+
+
+def key_help(section_cls: type) -> dict[str, str]:
+    """``{key: one-line meaning}`` of a section dataclass, from the comment after the key or the
+    string literal on the line below it (one source of truth: the schema itself)."""
+    source = textwrap.dedent(inspect.getsource(section_cls))
+    comments = {tok.start[0]: tok.string.lstrip("# ").strip()
+                for tok in tokenize.generate_tokens(io.StringIO(source).readline) if tok.type == tokenize.COMMENT}
+    out: dict[str, str] = {}
+    body = ast.parse(source).body[0].body  # type: ignore[attr-defined]
+    for node, following in zip(body, [*body[1:], None]):
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            text = comments.get(node.lineno, "")
+            if (not text and isinstance(following, ast.Expr) and isinstance(following.value, ast.Constant)
+                    and isinstance(following.value.value, str)):
+                text = " ".join(following.value.value.split())
+            out[node.target.id] = text
+    return out
+
+
+def _type_name(typ: Any) -> str:
+    args = [a for a in typing.get_args(typ) if a is not type(None)]
+    return f"{args[0].__name__} or none" if args else getattr(typ, "__name__", str(typ))
+
+
+def format_help(schema: type[FlatConfig], prog: str, description: str = "") -> str:
+    """Usage plus every key with its type, default, allowed range and meaning, grouped by section."""
+    out = [f"usage: {prog} --cfg FILE [--set_cfgs KEY VALUE ...] [--KEY VALUE ...] [--print_config] [--help]", ""]
+    if description:
+        out += [description.strip(), ""]
+    out += ["Resolution order (later wins): defaults < YAML (_BASE_ first) < --set_cfgs < --KEY VALUE.",
+            "--print_config prints the resolved config and exits. A bare --FLAG sets a bool key to true.", ""]
+    defaults = schema()
+    for section in dataclasses.fields(schema):
+        section_cls = typing.get_type_hints(schema)[section.name]
+        title = (section_cls.__doc__ or "").strip().splitlines()[0] if section_cls.__doc__ else ""
+        out.append(f"{section.name}: {title}")
+        helps = key_help(section_cls)
+        hints = typing.get_type_hints(section_cls)
+        for f in dataclasses.fields(section_cls):
+            value = getattr(getattr(defaults, section.name), f.name)
+            allowed = _range_text(f.name)
+            extra = f"; {allowed}" if allowed else ""
+            out.append(f"  --{f.name} ({_type_name(hints[f.name])}, default {value!r}{extra})")
+            out.append(f"      {helps[f.name]}")
+        out.append("")
+    return "\n".join(out)

@@ -7,7 +7,6 @@ image embedding.
 """
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,10 +18,13 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from captioning.cli import InputError
+from captioning.data.fingerprint import check_labels
+from captioning.utils.io import read_json
 from captioning.data.features import FeatureStore, open_features
 
 
-class DatasetError(ValueError):
+class DatasetError(InputError):
     """The data files do not fit together."""
 
 
@@ -50,9 +52,8 @@ class CaptionDataset(Dataset):
     """Images of ``input_json`` with labels, grid features and optional CLIP-S embeddings."""
 
     def __init__(self, paths: DataPaths, seq_per_img: int = 5, use_clipscore: bool = False, train_only: bool = False):
-        with open(paths.input_json, encoding="utf-8") as f:
-            info = json.load(f)
-        if "images" not in info:
+        info = read_json(paths.input_json)
+        if not isinstance(info, dict) or "images" not in info:
             raise DatasetError(f"{paths.input_json}: no 'images' list (run scripts/prepro_labels.py)")
         self.paths = paths
         self.images: list[dict[str, Any]] = info["images"]
@@ -73,9 +74,14 @@ class CaptionDataset(Dataset):
         self._h5: h5py.File | None = None
         self.seq_length = 1
         if paths.input_label_h5:
-            with h5py.File(self._label_path(), "r") as f:
-                self.seq_length = int(f["labels"].shape[1])
-                starts, ends = f["label_start_ix"][:], f["label_end_ix"][:]
+            try:
+                with h5py.File(self._label_path(), "r") as f:
+                    self.seq_length = int(f["labels"].shape[1])
+                    starts, ends = f["label_start_ix"][:], f["label_end_ix"][:]
+                    check_labels(paths.input_json, self.ix_to_word, paths.input_label_h5, f.attrs, f["labels"][:])
+            except (OSError, KeyError) as e:
+                raise DatasetError(f"{paths.input_label_h5}: unreadable label file ({e}); write it again with "
+                                   "scripts/prepro_labels.py") from None
             if len(starts) != len(self.images):
                 raise DatasetError(f"{paths.input_label_h5} has {len(starts)} images but {paths.input_json} has "
                                    f"{len(self.images)}; were both written by the same prepro_labels run?")

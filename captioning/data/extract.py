@@ -40,14 +40,15 @@ from tqdm import tqdm
 
 import clip
 from clip.model import CLIP, ModifiedResNet
+from captioning.cli import InputError, entry_point
 from captioning.data.features import FeatureError, FeatureWriter, FolderWriter, PackedWriter, merge_packed
 
 
-class ImageListError(ValueError):
+class ImageListError(InputError):
     """The input JSON does not describe a usable image list."""
 
 
-class BadImagesError(RuntimeError):
+class BadImagesError(InputError):
     """Some images could not be read."""
 
 

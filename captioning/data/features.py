@@ -26,10 +26,11 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from captioning.cli import InputError
 from captioning.utils.io import atomic_path, write_json
 
 
-class FeatureError(KeyError):
+class FeatureError(InputError, KeyError):
     """A feature is missing or malformed."""
 
     def __str__(self) -> str:  # KeyError quotes its message; keep it readable

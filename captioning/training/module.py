@@ -17,7 +17,6 @@ reward CLIP is not part of the module's state.
 """
 from __future__ import annotations
 
-import json
 import math
 import time
 from pathlib import Path
@@ -29,6 +28,8 @@ import torch.distributed as dist
 from torch import Tensor
 
 from captioning.checkpoints import read_captioner_checkpoint
+from captioning.cli import InputError
+from captioning.utils.io import read_json
 from captioning.config import Config, config_from_dict
 from captioning.metrics import (
     CLIPScorer,
@@ -311,7 +312,7 @@ def _mean(values) -> float:
     return sum(values) / len(values) if values else float("nan")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(InputError):
     """A checkpoint does not fit the data or the configured model."""
 
 
@@ -338,8 +339,8 @@ def load_weights(module: CaptionerModule, path: str | Path) -> None:
 
 def read_vocab(input_json: str) -> dict[str, str]:
     """``ix_to_word`` of a prepro_labels JSON."""
-    with open(input_json, encoding="utf-8") as f:
-        vocab = json.load(f).get("ix_to_word")
+    info = read_json(input_json)
+    vocab = info.get("ix_to_word") if isinstance(info, dict) else None
     if not vocab:
-        raise ValueError(f"{input_json} has no ix_to_word vocabulary (run scripts/prepro_labels.py)")
+        raise CheckpointError(f"{input_json} has no ix_to_word vocabulary (run scripts/prepro_labels.py)")
     return vocab
