@@ -34,10 +34,11 @@ class InputError(ValueError):
 def _expected() -> tuple[type[BaseException], ...]:
     from PIL import Image
 
+    from clip.images import ImageReadError
     from clip.pretrained import TorchFileError
 
     return (InputError, OSError, EOFError, pickle.UnpicklingError, ModuleNotFoundError, Image.DecompressionBombError,
-            TorchFileError)
+            TorchFileError, ImageReadError)
 
 
 def describe(exc: BaseException) -> str:

@@ -158,6 +158,9 @@ def load(name_or_path: str | Path, device: str | torch.device = "cpu", jit: bool
     else:
         raise FileNotFoundError(f"{name_or_path!r} is neither a CLIP model name {available_models()} nor a file "
                                 "nor a Hugging Face CLIP folder")
+    if not any(k.startswith("visual.") for k in state_dict) or "token_embedding.weight" not in state_dict:
+        raise TorchFileError(f"{name_or_path} is not a CLIP checkpoint (no 'visual.*' and 'token_embedding' weights, "
+                             "e.g. a captioner checkpoint); give a CLIP model name or a CLIP file")
     model = build_model(state_dict)
     if fp16:
         convert_to_fp16(model)

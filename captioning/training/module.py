@@ -189,15 +189,7 @@ class CaptionerModule(pl.LightningModule):
     @torch.no_grad()
     def decode(self, att_feats: Tensor, att_masks: Tensor | None, full_logprobs: bool = False) -> DecodeOutput:
         """Decode with the config's evaluation settings (greedy, beam size 1 by default)."""
-        d = self.cfg.decode
-        common = dict(max_length=self.cfg.model.max_length, decoding_constraint=bool(d.decoding_constraint),
-                      bad_ending_ids=self.bad_ids, block_trigrams=bool(d.block_trigrams),
-                      return_full_logprobs=full_logprobs)
-        if d.beam_size > 1:
-            return beam_search(self.model, att_feats, att_masks, beam_size=d.beam_size, group_size=d.group_size,
-                               sample_n=d.sample_n if d.sample_n > 1 else 1, length_penalty=d.length_penalty,
-                               temperature=d.temperature, unk_idx=self.unk_idx if d.suppress_UNK else None, **common)
-        return sample(self.model, att_feats, att_masks, method=d.sample_method, temperature=d.temperature, **common)
+        return decode_configured(self.model, self.vocab, self.cfg, att_feats, att_masks, full_logprobs)
 
     def _eval_step(self, batch: dict[str, Any], split: str) -> None:
         b = batch["att_feats"].size(0)
@@ -310,6 +302,24 @@ def check_self_critical_config(cfg: Config) -> None:
 def _mean(values) -> float:
     values = list(values)
     return sum(values) / len(values) if values else float("nan")
+
+
+@torch.no_grad()
+def decode_configured(model: TransformerCaptioner, vocab: dict[str, str], cfg: Config, att_feats: Tensor,
+                      att_masks: Tensor | None, full_logprobs: bool = False) -> DecodeOutput:
+    """Decode with ``cfg.decode`` (beam size, sampling, ``suppress_UNK``, ``block_trigrams``,
+    ``remove_bad_endings``, ...): the one decoding of validation, test, and ``tools/caption.py``."""
+    d = cfg.decode
+    words = list(vocab.values())
+    unk_idx = len(words) if words and words[-1] == "UNK" else None
+    common = dict(max_length=cfg.model.max_length, decoding_constraint=bool(d.decoding_constraint),
+                  bad_ending_ids=bad_ending_ids(vocab) if d.remove_bad_endings else None,
+                  block_trigrams=bool(d.block_trigrams), return_full_logprobs=full_logprobs)
+    if d.beam_size > 1:
+        return beam_search(model, att_feats, att_masks, beam_size=d.beam_size, group_size=d.group_size,
+                           sample_n=d.sample_n if d.sample_n > 1 else 1, length_penalty=d.length_penalty,
+                           temperature=d.temperature, unk_idx=unk_idx if d.suppress_UNK else None, **common)
+    return sample(model, att_feats, att_masks, method=d.sample_method, temperature=d.temperature, **common)
 
 
 class CheckpointError(InputError):
