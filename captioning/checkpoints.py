@@ -93,7 +93,7 @@ def load_lightning_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     except RuntimeError as e:
         if "PytorchStreamReader" not in str(e) and "zip archive" not in str(e):
             raise
-        raise CheckpointFileError(f"{path}: truncated or corrupt checkpoint ({str(e).splitlines()[0]}); copy or "
+        raise CheckpointFileError(f"{path}: truncated or corrupt checkpoint ({str(e).split('. ')[0]}); copy or "
                                   "write it again") from None
     log.debug("%s: globals neutralised where present: %s", path, sorted(names))
     try:

@@ -46,7 +46,7 @@ def torch_load(path: str | Path) -> object:
     except RuntimeError as e:
         if "PytorchStreamReader" not in str(e) and "zip archive" not in str(e):
             raise
-        raise TorchFileError(f"{path}: truncated or corrupt torch file ({str(e).splitlines()[0]}); copy or write it "
+        raise TorchFileError(f"{path}: truncated or corrupt torch file ({str(e).split('. ')[0]}); copy or write it "
                              "again") from None
 
 

@@ -35,6 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     at_least(0, "--workers", args.workers)
     spec = FineShapesSpec(**{f.name: getattr(args, f.name) for f in fields(FineShapesSpec)})
     paths = FineShapesPaths(**{f.name: getattr(args, f.name) for f in fields(FineShapesPaths)})
+    for path in (paths.images_dir / "x", paths.dataset_json, paths.eval_json, paths.eval_csv, paths.scenes_json):
+        path.parent.mkdir(parents=True, exist_ok=True)  # an unwritable output fails before any work
     start = time.time()
     counts = generate(spec, paths, workers=args.workers)
     summary = ", ".join(f"{k} {v}" for k, v in counts.items())

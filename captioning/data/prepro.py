@@ -118,6 +118,8 @@ def prepro_labels(
     if word_count_threshold < 0:
         raise DataError(f"--word_count_threshold must be >= 0, got {word_count_threshold}")
     images = load_karpathy(input_json)
+    for out in (Path(output_json), Path(f"{output_h5}_label.h5")):  # fail before any work on an unwritable path
+        out.parent.mkdir(parents=True, exist_ok=True)
     vocab = build_vocab(images, word_count_threshold)
     wtoi = {w: i + 1 for i, w in enumerate(vocab)}
     ix_to_word = {str(i + 1): w for i, w in enumerate(vocab)}

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import h5py
+
+from captioning.checkpoints import load_lightning_checkpoint
 from captioning.cli import InputError
 from captioning.config import Config
-from captioning.data.fingerprint import check_df
+from captioning.data.features import PackedFeatures, open_features
+from captioning.data.fingerprint import check_df, check_labels
 from captioning.rewards.cider_reward import cider_df_path
 from captioning.rewards.self_critical import reward_terms
 from captioning.utils.io import read_json
@@ -24,16 +28,37 @@ def check_inputs(cfg: Config, evaluate: bool = False) -> None:
     _exists(d.input_json, "input_json", "image list and vocabulary")
     _exists(d.input_label_h5, "input_label_h5", "label file")
     _exists(d.input_att_dir, "input_att_dir", "grid features")
+    att = open_features(d.input_att_dir)
+    if isinstance(att, PackedFeatures) and len(att.array) == 0:  # maps the file: a truncated one fails here
+        raise InputError(f"{d.input_att_dir} holds no features (config key input_att_dir)")
+    for key in ("init_from", "resume"):
+        path = getattr(cfg.train, key)
+        if path and path != "auto" and Path(path).is_file():
+            load_lightning_checkpoint(path)  # a truncated or corrupt checkpoint fails now, with its name
     if cfg.train.language_eval:
         _exists(d.input_ref_json, "input_ref_json", "reference captions")
     if cfg.reward.use_clipscore or cfg.train.eval_clipscore:
         _exists(d.input_clipscore_vis_dir, "input_clipscore_vis_dir", "CLIP-S image embeddings")
+    if d.input_label_h5:
+        ix_to_word = _vocab(d.input_json)
+        try:
+            with h5py.File(d.input_label_h5, "r") as f:
+                check_labels(d.input_json, ix_to_word, d.input_label_h5, f.attrs, f["labels"][:])
+        except (OSError, KeyError) as e:
+            raise InputError(f"{d.input_label_h5}: unreadable label file ({e}); write it again with "
+                             "scripts/prepro_labels.py") from None
     try:
         terms = {t.name for t in reward_terms(cfg.reward)}
     except ValueError as e:
         raise InputError(str(e)) from None
     if not evaluate and cfg.reward.self_critical_after >= 0 and "CIDEr" in terms:
         path = cider_df_path(d.cached_tokens)
-        info = read_json(d.input_json)
-        vocab = info.get("ix_to_word") if isinstance(info, dict) else None
-        check_df(str(path), read_df_file(path), vocab)
+        check_df(str(path), read_df_file(path), _vocab(d.input_json))
+
+
+def _vocab(input_json: str) -> dict[str, str]:
+    info = read_json(input_json)
+    vocab = info.get("ix_to_word") if isinstance(info, dict) else None
+    if not isinstance(vocab, dict) or not vocab:
+        raise InputError(f"{input_json} has no ix_to_word vocabulary; give the JSON of scripts/prepro_labels.py")
+    return vocab
