@@ -48,22 +48,35 @@ class DataConfig:
     """Where the preprocessed data lives and how it is batched."""
 
     input_json: str = "data/coco.json"
+    """prepro_labels JSON: vocabulary (ix_to_word) and image list"""
     input_label_h5: Optional[str] = "data/coco_label.h5"
+    """prepro_labels label file (<prefix>_label.h5); none: no labels (inference)"""
     input_att_dir: str = "data/cocotalk_att"
+    """grid features: folder of <id>.npz files or a packed .npy store"""
     input_fc_dir: str = "data/cocotalk_fc"
+    """pooled features (unused by the transformer; kept for the original's configs)"""
     input_clipscore_vis_dir: str = "data/cocotalk_clipscore_vis"
+    """CLIP-S image embeddings (folder or packed .npy), for CLIP-S rewards and eval_clipscore"""
     input_ref_json: Optional[str] = "data/dataset_coco.json"  # raw references for language eval
     feature_clip_model: str = "RN50"  # the CLIP that made input_att_dir (tools/caption.py reuses it)
     feature_resolution: int = 448     # its input size for grid features (square resize)
     cached_tokens: str = "coco-train-idxs"  # CIDEr-D reward df: data/<name>.p, or a path ending in .p
     batch_size: int = 16
+    """images per batch (global: split over devices)"""
     seq_per_img: int = 5
+    """captions drawn per image per batch"""
     train_only: int = 0
+    """1: restval images are left out of training"""
     data_in_memory: bool = False
+    """load all features into memory first"""
     num_workers: int = 4
+    """DataLoader worker processes"""
     norm_att_feat: int = 0
+    """1: L2-normalise each grid feature vector"""
     use_box: int = 0
+    """unused (the original's box features); must stay 0"""
     norm_box_feat: int = 0
+    """unused (the original's box features)"""
 
 
 @dataclass
@@ -71,15 +84,25 @@ class ModelConfig:
     """Transformer captioner sizes (reference §3)."""
 
     caption_model: str = "transformer"
+    """captioner architecture; only 'transformer'"""
     N_enc: int = 6
+    """encoder layers"""
     N_dec: int = 6
+    """decoder layers"""
     d_model: int = 512
+    """model width (divisible by num_att_heads)"""
     d_ff: int = 2048
+    """feed-forward width"""
     num_att_heads: int = 8
+    """attention heads"""
     dropout: float = 0.1
+    """dropout inside the transformer"""
     drop_prob_lm: float = 0.5
+    """dropout before the output layer"""
     att_feat_size: int = 2048
+    """width of the grid features (2048 for CLIP-RN50)"""
     max_length: int = 20
+    """longest caption decoded, in words"""
 
 
 @dataclass
@@ -87,26 +110,47 @@ class OptimConfig:
     """Optimiser, learning-rate schedule and gradient clipping (reference §4.2)."""
 
     optim: str = "adam"
+    """optimiser: adam, adamw, sgd, ..."""
     learning_rate: float = 4e-4
+    """learning rate (without noamopt)"""
     learning_rate_decay_start: int = -1
+    """epoch the step decay starts (-1: never)"""
     learning_rate_decay_every: int = 3
+    """epochs between decays"""
     learning_rate_decay_rate: float = 0.8
+    """factor of each decay"""
     optim_alpha: float = 0.9
+    """Adam beta1"""
     optim_beta: float = 0.999
+    """Adam beta2"""
     optim_epsilon: float = 1e-8
+    """Adam epsilon"""
     weight_decay: float = 0.0
+    """L2 weight decay"""
     noamopt: bool = False
+    """use the transformer's Noam schedule (warm-up, then 1/sqrt(step))"""
     noamopt_warmup: int = 2000
+    """Noam warm-up steps"""
     noamopt_factor: float = 1.0
+    """Noam learning-rate factor"""
     reduce_on_plateau: bool = False
+    """reduce the lr when the validation score stalls"""
     use_warmup: bool = False
+    """linear lr warm-up (without noamopt)"""
     grad_clip_mode: str = "norm"
+    """gradient clipping by norm or by value"""
     grad_clip_value: float = 0.1
+    """clipping threshold (0: no clipping)"""
     label_smoothing: float = 0.0
+    """label smoothing of the MLE loss"""
     scheduled_sampling_start: int = -1
+    """epoch scheduled sampling starts (-1: never)"""
     scheduled_sampling_increase_every: int = 5
+    """epochs between increases of the sampling probability"""
     scheduled_sampling_increase_prob: float = 0.05
+    """increase of the sampling probability"""
     scheduled_sampling_max_prob: float = 0.25
+    """largest sampling probability"""
 
 
 @dataclass
@@ -114,25 +158,45 @@ class RewardConfig:
     """Self-critical training and its rewards (reference §4.4-4.5)."""
 
     self_critical_after: int = -1
+    """epoch self-critical training starts (-1: never; 0 with --init_from for phase 2)"""
     structure_after: int = -1
+    """unused (the original's structure loss); must stay -1"""
     train_sample_n: int = 5
+    """captions sampled per image in self-critical training"""
     train_sample_method: str = "sample"
+    """how they are sampled (sample, greedy)"""
     train_beam_size: int = 1
+    """beam size of training samples; only 1"""
     sc_sample_method: str = "greedy"
+    """decoding of the baseline; only greedy"""
     sc_beam_size: int = 1
+    """beam size of the greedy baseline"""
     sc_baseline: str = "greedy"
+    """baseline: greedy (the greedy caption's reward) or the mean of the other samples"""
     cider_reward_weight: float = 1.0
+    """weight of CIDEr-D in the reward"""
     bleu_reward_weight: float = 0.0
+    """weight of BLEU-4 in the reward"""
     entropy_reward_weight: float = 0.0
+    """weight of an entropy bonus"""
     self_cider_reward_weight: float = 0.0
+    """weight of the self-CIDEr diversity reward"""
     use_clipscore: bool = False
+    """reward with CLIP-S"""
     clipscore_reward_weight: float = 1.0
+    """weight of CLIP-S"""
     clipscore_mode: str = "clip_s"
+    """clip_s or refclip_s"""
     use_multi_rewards: bool = False
+    """combine CLIP-S with CIDEr-D or the grammar reward"""
     use_grammar: bool = False
+    """add the grammar head's reward (needs a grammar CLIP in clip_load_path)"""
     use_grammar_baseline: bool = False
+    """apply the baseline to the grammar reward too"""
     clip_load_path: Optional[str] = None
+    """CLIP (or grammar CLIP) file for the rewards; none: clip_model"""
     clip_model: str = "ViT-B/32"
+    """CLIP name or file for the CLIP-S reward and evaluation"""
     keep_mle_optimizer_state: bool = False  # with --init_from: carry its Adam state (moments, betas, eps)
 
 
@@ -141,16 +205,27 @@ class DecodeConfig:
     """Decoding used for validation, test and inference (reference §3)."""
 
     sample_method: str = "greedy"
+    """greedy or sample (beam_size 1)"""
     beam_size: int = 1
+    """beam size (1: greedy or sampling)"""
     sample_n: int = 1
+    """captions per image"""
     temperature: float = 1.0
+    """softmax temperature of decoding"""
     group_size: int = 1
+    """diverse beam search groups"""
     diversity_lambda: float = 0.5
+    """diversity penalty between groups"""
     length_penalty: str = ""
+    """beam length penalty, e.g. wu_0.5 or avg_0 ('' : none)"""
     block_trigrams: int = 0
+    """1: never repeat a trigram"""
     remove_bad_endings: int = 0
+    """1: never end a caption on a function word (and strip such endings)"""
     suppress_UNK: int = 1
+    """1: beam search never emits UNK"""
     decoding_constraint: int = 0
+    """1: never repeat the previous word"""
 
 
 @dataclass
@@ -158,24 +233,39 @@ class TrainConfig:
     """Run identity, trainer, checkpoints and evaluation."""
 
     id: str = ""
+    """run name: names checkpoints and result files (required)"""
     checkpoint_path: Optional[str] = None  # folder of <id>-last.ckpt; None = save/<id>
     start_from: Optional[str] = None
+    """the original's resume folder; use resume or init_from"""
     init_from: Optional[str] = None
+    """weights-only start: a captioner checkpoint"""
     resume: Optional[str] = None
+    """continue a run: a checkpoint path, or auto"""
     max_epochs: int = -1
+    """epochs to train (-1: Lightning's default)"""
     limit_train_batches: int = -1  # at most this many training batches per epoch (-1: all); short demo runs
     precision: str = "32"
+    """32, 16 (CUDA mixed) or bf16"""
     seed: int = 1234
+    """random seed of weights, data order and sampling"""
     num_threads: int = 0  # torch CPU threads per process; 0 = torch's default (all cores)
     accelerator: str = "auto"
+    """auto, cpu or gpu"""
     devices: str = "auto"
+    """auto or the number of devices"""
     num_nodes: int = 1
+    """machines"""
     strategy: str = "auto"
+    """Lightning strategy, e.g. ddp"""
     language_eval: int = 0
+    """1: BLEU/METEOR/ROUGE/CIDEr/SPICE at validation and test"""
     eval_clipscore: bool = False  # CLIP-S / RefCLIP-S at val/test without the CLIP-S reward (loads clip_vis_feats)
     losses_log_every: int = 25
+    """log the losses every this many steps"""
     load_best_score: int = 1
+    """1: keep the best score when resuming"""
     val_split: str = "val"
+    """split validated on"""
 
 
 @dataclass
@@ -186,16 +276,27 @@ class LegacyConfig:
     """
 
     num_layers: int = 1
+    """no effect (the original's RNN option)"""
     input_encoding_size: int = 512
+    """no effect (the original's RNN option)"""
     rnn_size: int = 512
+    """no effect (the original's RNN option)"""
     rnn_type: str = "lstm"
+    """no effect (the original's RNN option)"""
     att_hid_size: int = 512
+    """no effect (the original's RNN option)"""
     fc_feat_size: int = 2048
+    """no effect (the original's fc features)"""
     use_bn: int = 0
+    """no effect (the original's option)"""
     val_images_use: int = 3200
+    """no effect (validation uses the whole split)"""
     save_checkpoint_every: int = 2500
+    """no effect (checkpoints are written every epoch)"""
     verbose: bool = False
+    """no effect (the original's option)"""
     REFORWARD: bool = False
+    """no effect (the original's option)"""
 
 
 class FlatConfig:
