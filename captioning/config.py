@@ -10,8 +10,12 @@ Resolution order (later wins), as in the original's ``tools/train_pl.py``::
     defaults  <  YAML (``_BASE_`` chain first)  <  --set_cfgs k v ...  <  --key value
 
 Errors are strict: an unknown key (with the closest known key suggested), a duplicate key in
-one YAML file, a value of the wrong type and a ``_BASE_`` cycle all raise :class:`ConfigError`
-naming the file and the key.
+one YAML file, a value of the wrong type, a value out of its range (:data:`RANGES`, checked when
+the config is resolved) and a ``_BASE_`` cycle all raise :class:`ConfigError` naming the file
+and the key.
+
+Each key's one-line meaning is the comment after it or the string literal below it; ``--help``
+(:func:`format_help`) prints them with types, defaults and ranges, grouped by section.
 """
 from __future__ import annotations
 

@@ -331,6 +331,13 @@ def checkpoint_vocab(path: str | Path) -> dict[str, str]:
     return read_captioner_checkpoint(path)[1]
 
 
+def check_checkpoint_vocab(path: str | Path, vocab: dict[str, str], data_vocab: dict[str, str]) -> None:
+    """Refuse a checkpoint trained with another vocabulary than the data's."""
+    if vocab != data_vocab:
+        raise CheckpointError(f"{path} was trained with a different vocabulary ({len(vocab)} words) than the data's "
+                              f"({len(data_vocab)} words); use the cocotalk.json it was trained with")
+
+
 def load_weights(module: CaptionerModule, path: str | Path) -> None:
     """Load only the model weights of a checkpoint (ours or the original's) into ``module``
     (``--init_from``, evaluation)."""
@@ -338,9 +345,7 @@ def load_weights(module: CaptionerModule, path: str | Path) -> None:
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     state, vocab, _ = read_captioner_checkpoint(path)
-    if vocab != module.vocab:
-        raise CheckpointError(f"{path} was trained with a different vocabulary ({len(vocab)} words) than the data's "
-                         f"({len(module.vocab)} words); use the cocotalk.json it was trained with")
+    check_checkpoint_vocab(path, vocab, module.vocab)
     try:
         module.model.load_state_dict(state, strict=True)
     except RuntimeError as e:
@@ -352,5 +357,5 @@ def read_vocab(input_json: str) -> dict[str, str]:
     info = read_json(input_json)
     vocab = info.get("ix_to_word") if isinstance(info, dict) else None
     if not vocab:
-        raise CheckpointError(f"{input_json} has no ix_to_word vocabulary (run scripts/prepro_labels.py)")
+        raise InputError(f"{input_json} has no ix_to_word vocabulary (run scripts/prepro_labels.py)")
     return vocab

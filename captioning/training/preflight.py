@@ -6,13 +6,14 @@ from pathlib import Path
 
 import h5py
 
-from captioning.checkpoints import load_lightning_checkpoint
+from captioning.checkpoints import read_captioner_checkpoint
 from captioning.cli import InputError
 from captioning.config import Config
 from captioning.data.features import PackedFeatures, open_features
 from captioning.data.fingerprint import check_df, check_labels
 from captioning.rewards.cider_reward import cider_df_path
 from captioning.rewards.self_critical import reward_terms
+from captioning.training.module import check_checkpoint_vocab
 from captioning.utils.io import read_json
 from cider.df_file import read_df_file
 
@@ -22,8 +23,10 @@ def _exists(path: str | None, key: str, what: str) -> None:
         raise InputError(f"{what} not found: {path} (config key {key}); fix the path or create it first")
 
 
-def check_inputs(cfg: Config, evaluate: bool = False) -> None:
-    """Every input file the run will read exists; the CIDEr-D df pickle fits the vocabulary."""
+def check_inputs(cfg: Config, evaluate: bool = False, default_checkpoint: str | Path | None = None) -> None:
+    """Every input file the run will read exists and is readable; the checkpoint to load, the labels
+    and the CIDEr-D df pickle fit the vocabulary. ``default_checkpoint``: what ``--evaluate``
+    loads without --init_from / --resume."""
     d = cfg.data
     _exists(d.input_json, "input_json", "image list and vocabulary")
     _exists(d.input_label_h5, "input_label_h5", "label file")
@@ -31,10 +34,11 @@ def check_inputs(cfg: Config, evaluate: bool = False) -> None:
     att = open_features(d.input_att_dir)
     if isinstance(att, PackedFeatures) and len(att.array) == 0:  # maps the file: a truncated one fails here
         raise InputError(f"{d.input_att_dir} holds no features (config key input_att_dir)")
-    for key in ("init_from", "resume"):
-        path = getattr(cfg.train, key)
-        if path and path != "auto" and Path(path).is_file():
-            load_lightning_checkpoint(path)  # a truncated or corrupt checkpoint fails now, with its name
+    resume = cfg.train.resume if cfg.train.resume != "auto" else None
+    loaded = [cfg.train.init_from or resume or default_checkpoint] if evaluate else [cfg.train.init_from, resume]
+    for path in loaded:
+        if path and Path(path).is_file():  # a truncated or corrupt checkpoint fails now, with its name
+            check_checkpoint_vocab(path, read_captioner_checkpoint(path)[1], _vocab(d.input_json))
     if cfg.train.language_eval:
         _exists(d.input_ref_json, "input_ref_json", "reference captions")
     if cfg.reward.use_clipscore or cfg.train.eval_clipscore:

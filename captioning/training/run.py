@@ -176,7 +176,7 @@ def _main(argv: list[str] | None = None) -> int:
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return 2
-    check_inputs(cfg, evaluate)
+    check_inputs(cfg, evaluate, ckpt_dir / f"{cfg.train.id}-last.ckpt")
     vocab = read_vocab(cfg.data.input_json)
     module = CaptionerModule(cfg.to_flat_dict(), vocab)
     data = build_data(cfg)
