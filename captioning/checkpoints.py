@@ -37,6 +37,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from captioning.cli import InputError
 from captioning.config import Config, ConfigError
 from captioning.utils.io import atomic_path
 
@@ -44,6 +45,10 @@ log = logging.getLogger(__name__)
 
 __all__ = ["read_captioner_checkpoint", "load_lightning_checkpoint", "checkpoint_state_dict", "unpickle_options",
            "unpickle_vocab", "options_to_config", "save_captioner_checkpoint", "convert_captioner_checkpoint"]
+
+class CheckpointFileError(InputError):
+    """A checkpoint file is unreadable or does not hold a captioner."""
+
 
 # Globals neutralised even when they cannot be listed beforehand (legacy, non-zip files).
 KNOWN_FOREIGN_GLOBALS = ("__main__.ModelCheckpoint", "pytorch_lightning.callbacks.model_checkpoint.ModelCheckpoint")
@@ -83,16 +88,24 @@ def load_lightning_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         names.update(torch.serialization.get_unsafe_globals_in_checkpoint(path))
     except ValueError:
         pass  # a legacy (non-zip) torch file cannot be listed; the known names still apply
-    except pickle.UnpicklingError as e:
-        raise ValueError(f"{path}: unreadable checkpoint ({e})") from None
+    except (pickle.UnpicklingError, EOFError) as e:
+        raise CheckpointFileError(f"{path}: unreadable checkpoint ({e})") from None
+    except RuntimeError as e:
+        if "PytorchStreamReader" not in str(e) and "zip archive" not in str(e):
+            raise
+        raise CheckpointFileError(f"{path}: truncated or corrupt checkpoint ({str(e).split('. ')[0]}); copy or "
+                                  "write it again") from None
     log.debug("%s: globals neutralised where present: %s", path, sorted(names))
     try:
         with torch.serialization.safe_globals([_stand_in(n) for n in sorted(names)]):
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        raise ValueError(f"{path}: refused to load ({e})") from None
+        raise CheckpointFileError(f"{path}: refused to load ({e})") from None
+    except (EOFError, KeyError) as e:
+        raise CheckpointFileError(f"{path}: unreadable checkpoint ({type(e).__name__}: {e}); is it truncated or not "
+                                  "a checkpoint?") from None
     if not isinstance(ckpt, dict):
-        raise ValueError(f"{path} holds a {type(ckpt).__name__}, not a checkpoint dict")
+        raise CheckpointFileError(f"{path} holds a {type(ckpt).__name__}, not a checkpoint dict")
     return ckpt
 
 
@@ -100,10 +113,10 @@ def checkpoint_state_dict(ckpt: dict[str, Any], path: str | os.PathLike) -> dict
     """``ckpt['state_dict']`` (or ``ckpt`` itself when it is a bare state dict), tensors only."""
     state = ckpt.get("state_dict", ckpt)
     if not isinstance(state, dict):
-        raise ValueError(f"{path}: 'state_dict' is a {type(state).__name__}, not a dict")
+        raise CheckpointFileError(f"{path}: 'state_dict' is a {type(state).__name__}, not a dict")
     bad = [k for k, v in state.items() if not isinstance(v, Tensor)]
     if bad:
-        raise ValueError(f"{path}: state_dict entries that are not tensors: {bad[:5]}")
+        raise CheckpointFileError(f"{path}: state_dict entries that are not tensors: {bad[:5]}")
     return state
 
 
@@ -134,7 +147,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
 
 def _tensor_bytes(t: Tensor, name: str) -> bytes:
     if t.dtype != torch.uint8 or t.dim() != 1:
-        raise ValueError(f"{name} must be a 1-D uint8 tensor (a pickle), got {t.dtype} of shape {tuple(t.shape)}")
+        raise CheckpointFileError(f"{name} must be a 1-D uint8 tensor (a pickle), got {t.dtype} of shape {tuple(t.shape)}")
     return t.detach().cpu().contiguous().numpy().tobytes()
 
 
@@ -143,7 +156,7 @@ def restricted_unpickle(data: bytes, what: str) -> Any:
     try:
         return _RestrictedUnpickler(io.BytesIO(data)).load()
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as e:
-        raise ValueError(f"{what}: {e}") from None
+        raise CheckpointFileError(f"{what}: {e}") from None
 
 
 def unpickle_options(data: bytes | Tensor) -> dict[str, Any]:
@@ -151,7 +164,7 @@ def unpickle_options(data: bytes | Tensor) -> dict[str, Any]:
     raw = _tensor_bytes(data, "_opt") if isinstance(data, Tensor) else data
     opts = restricted_unpickle(raw, "_opt")
     if not isinstance(opts, OriginalOptions):
-        raise ValueError(f"_opt holds a {type(opts).__name__}, not a captioning.utils.opts.Config")
+        raise CheckpointFileError(f"_opt holds a {type(opts).__name__}, not a captioning.utils.opts.Config")
     return dict(opts)
 
 
@@ -160,10 +173,10 @@ def unpickle_vocab(data: bytes | Tensor) -> dict[str, str]:
     raw = _tensor_bytes(data, "_vocab") if isinstance(data, Tensor) else data
     vocab = restricted_unpickle(raw, "_vocab")
     if not isinstance(vocab, dict) or not all(isinstance(w, str) for w in vocab.values()):
-        raise ValueError("_vocab is not a dict of words")
+        raise CheckpointFileError("_vocab is not a dict of words")
     vocab = {str(k): w for k, w in vocab.items()}
     if sorted(vocab, key=int) != [str(i) for i in range(1, len(vocab) + 1)]:
-        raise ValueError("_vocab keys are not the indices 1..V")
+        raise CheckpointFileError("_vocab keys are not the indices 1..V")
     return vocab
 
 
@@ -183,7 +196,7 @@ def options_to_config(opts: dict[str, Any]) -> dict[str, Any]:
     normalisation switches are carried over; all other keys keep our defaults.
     """
     if opts.get("caption_model", "show_tell") != "transformer":
-        raise ValueError(f"the checkpoint's caption_model is {opts.get('caption_model', 'show_tell')!r}; "
+        raise CheckpointFileError(f"the checkpoint's caption_model is {opts.get('caption_model', 'show_tell')!r}; "
                          "only 'transformer' captioners can be converted")
     values = dict(opts)
     values.setdefault("N_enc", opts.get("num_layers", 1))
@@ -223,16 +236,16 @@ def _check_sizes(state: dict[str, Tensor], config: dict[str, Any], vocab: dict[s
                  "N_enc": count("model.encoder.layers."), "N_dec": count("model.decoder.layers.")}
         n_out = state["model.generator.proj.weight"].shape[0]
     except KeyError as e:
-        raise ValueError(f"{path}: not a transformer captioner (missing {e})") from None
+        raise CheckpointFileError(f"{path}: not a transformer captioner (missing {e})") from None
     wrong = {k: (config[k], v) for k, v in found.items() if config[k] != v}
     if wrong:
         details = (f"{k} is {c} in the options but {w} in the weights" for k, (c, w) in wrong.items())
-        raise ValueError(f"{path}: options and weights disagree: " + ", ".join(details))
+        raise CheckpointFileError(f"{path}: options and weights disagree: " + ", ".join(details))
     if n_out != len(vocab) + 1:
-        raise ValueError(f"{path}: the vocabulary has {len(vocab)} words but the weights have {n_out} output classes "
+        raise CheckpointFileError(f"{path}: the vocabulary has {len(vocab)} words but the weights have {n_out} output classes "
                          "(V + 1 expected)")
     if config["d_model"] % config["num_att_heads"]:
-        raise ValueError(f"{path}: d_model {config['d_model']} is not divisible by {config['num_att_heads']} heads")
+        raise CheckpointFileError(f"{path}: d_model {config['d_model']} is not divisible by {config['num_att_heads']} heads")
 
 
 def read_captioner_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Tensor], dict[str, str], dict[str, Any]]:
@@ -246,7 +259,7 @@ def read_captioner_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Tensor
     state = checkpoint_state_dict(ckpt, path)
     if "_opt" in state or "_vocab" in state:
         if "_opt" not in state or "_vocab" not in state:
-            raise ValueError(f"{path}: an original checkpoint needs both _vocab and _opt in its state_dict")
+            raise CheckpointFileError(f"{path}: an original checkpoint needs both _vocab and _opt in its state_dict")
         vocab = unpickle_vocab(state["_vocab"])
         config = options_to_config(unpickle_options(state["_opt"]))
         weights = {k: v for k, v in state.items() if k not in ("_opt", "_vocab")}
@@ -254,11 +267,11 @@ def read_captioner_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Tensor
         return weights, vocab, config
     hp = ckpt.get("hyper_parameters") or {}
     if not isinstance(hp, dict) or "config" not in hp or "vocab" not in hp:
-        raise ValueError(f"{path} is neither an original captioner checkpoint (_vocab/_opt in its state_dict) nor "
+        raise CheckpointFileError(f"{path} is neither an original captioner checkpoint (_vocab/_opt in its state_dict) nor "
                          "one of ours (hyper_parameters with config and vocab)")
     weights = {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")}
     if not weights:
-        raise ValueError(f"{path} holds no captioner weights (no 'model.*' keys in its state_dict)")
+        raise CheckpointFileError(f"{path} holds no captioner weights (no 'model.*' keys in its state_dict)")
     return weights, dict(hp["vocab"]), dict(hp["config"])
 
 

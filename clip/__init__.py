@@ -2,11 +2,11 @@
 from . import transforms
 from .inference import grid_features, image_embeddings, text_embeddings
 from .model import CLIP, build_model, convert_to_fp16, default_heads, infer_config, tiny_clip_config
-from .pretrained import WeightsUnavailableError, available_models, load, model_file, read_state_dict
+from .pretrained import TorchFileError, WeightsUnavailableError, available_models, load, model_file, read_state_dict, torch_load
 from .tokenizer import SimpleTokenizer, tokenize
 
 __all__ = [
-    "CLIP", "SimpleTokenizer", "WeightsUnavailableError", "available_models", "build_model", "convert_to_fp16",
+    "CLIP", "SimpleTokenizer", "TorchFileError", "WeightsUnavailableError", "available_models", "build_model", "convert_to_fp16",
     "default_heads", "grid_features", "image_embeddings", "infer_config", "load", "model_file", "read_state_dict",
-    "text_embeddings", "tiny_clip_config", "tokenize", "transforms",
+    "text_embeddings", "tiny_clip_config", "tokenize", "torch_load", "transforms",
 ]

@@ -31,6 +31,12 @@ def default_heads(width: int) -> int:
     return heads
 
 
+def patch_grid(tokens: Tensor, image_size: tuple[int, int] | torch.Size, patch: int) -> Tensor:
+    """ViT tokens (N, 1 + h*w, C) of an image of ``image_size`` -> patch grid (N, C, h, w) (class token dropped)."""
+    h, w = image_size[0] // patch, image_size[1] // patch
+    return tokens[:, 1:].reshape(tokens.shape[0], h, w, tokens.shape[-1]).permute(0, 3, 1, 2)
+
+
 class CLIP(nn.Module):
     """Image and text towers with a shared embedding space; constructor arguments as OpenAI's.
 
@@ -96,14 +102,15 @@ class CLIP(nn.Module):
         return self.visual(image)
 
     def visual_grid(self, image: Tensor) -> Tensor:
-        """Spatial features, leaving `encode_image` untouched.
+        """Spatial features (N, C, h, w), channels first, for every CLIP family; `encode_image` is untouched.
 
-        ResNet: the layer4 grid (N, vision_width*32, H/32, W/32), before attention pooling.
-        ViT: the token sequence (N, 1 + (H/p)*(W/p), vision_width) after ln_post, unprojected.
+        ResNet: the layer4 grid, C = vision_width*32, (h, w) = (H/32, W/32), before attention pooling.
+        ViT: the patch tokens after ln_post (class token dropped), unprojected, C = vision_width,
+        (h, w) = (H/p, W/p). The class token is ``visual.forward_tokens(image)[:, 0]``.
         """
         if isinstance(self.visual, ModifiedResNet):
             return self.visual.forward_grid(image)
-        return self.visual.forward_tokens(image)
+        return patch_grid(self.visual.forward_tokens(image), image.shape[-2:], self.visual.conv1.kernel_size[0])
 
     def encode_text_pooled(self, text: Tensor) -> Tensor:
         """(N, L) token ids -> (N, transformer_width): the final-LayerNorm state at EOT, before

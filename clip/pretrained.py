@@ -2,6 +2,7 @@
 import hashlib
 import http.client
 import os
+import pickle
 import urllib.error
 import urllib.request
 import warnings
@@ -29,6 +30,24 @@ _MODELS = {
 
 class WeightsUnavailableError(FileNotFoundError):
     """Named CLIP weights are neither in the cache nor downloadable."""
+
+
+class TorchFileError(ValueError):
+    """A torch file is truncated, corrupt or holds something else than expected."""
+
+
+def torch_load(path: str | Path) -> object:
+    """``torch.load(path, weights_only=True)`` on CPU; a truncated or corrupt file raises :class:`TorchFileError`."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (EOFError, KeyError, pickle.UnpicklingError) as e:
+        raise TorchFileError(f"{path}: unreadable torch file ({type(e).__name__}: {e}); is it truncated or "
+                             "not a torch file? Copy or write it again") from None
+    except RuntimeError as e:
+        if "PytorchStreamReader" not in str(e) and "zip archive" not in str(e):
+            raise
+        raise TorchFileError(f"{path}: truncated or corrupt torch file ({str(e).split('. ')[0]}); copy or write it "
+                             "again") from None
 
 
 def available_models() -> list[str]:
@@ -107,11 +126,11 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
         with warnings.catch_warnings():  # torch.jit.load is deprecated, but OpenAI's files need it
             warnings.simplefilter("ignore", DeprecationWarning)
             return torch.jit.load(str(path), map_location="cpu").state_dict()
-    obj = torch.load(path, map_location="cpu", weights_only=True)
+    obj = torch_load(path)
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not all(isinstance(v, Tensor) for v in obj.values()):
-        raise TypeError(f"{path} holds neither a state dict nor a dict with a 'state_dict' entry")
+        raise TorchFileError(f"{path} holds neither a CLIP state dict nor a dict with a 'state_dict' entry")
     return obj
 
 
@@ -139,6 +158,9 @@ def load(name_or_path: str | Path, device: str | torch.device = "cpu", jit: bool
     else:
         raise FileNotFoundError(f"{name_or_path!r} is neither a CLIP model name {available_models()} nor a file "
                                 "nor a Hugging Face CLIP folder")
+    if not any(k.startswith("visual.") for k in state_dict) or "token_embedding.weight" not in state_dict:
+        raise TorchFileError(f"{name_or_path} is not a CLIP checkpoint (no 'visual.*' and 'token_embedding' weights, "
+                             "e.g. a captioner checkpoint); give a CLIP model name or a CLIP file")
     model = build_model(state_dict)
     if fp16:
         convert_to_fp16(model)

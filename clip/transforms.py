@@ -11,6 +11,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .images import to_rgb
+
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
@@ -48,7 +50,7 @@ class ClipPreprocess:
     n_px: int
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
-        image = image.convert("RGB")
+        image = to_rgb(image)
         return to_normalized_tensor(center_crop(resize_shorter_side(image, self.n_px), self.n_px))
 
 
@@ -58,7 +60,7 @@ class SquarePreprocess:
     n_px: int
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
-        image = image.convert("RGB").resize((self.n_px, self.n_px), Image.BICUBIC)
+        image = to_rgb(image).resize((self.n_px, self.n_px), Image.BICUBIC)
         return to_normalized_tensor(image)
 
 

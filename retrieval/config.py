@@ -27,10 +27,15 @@ class RetrievalDataConfig:
     images_root: Optional[str] = None  # folder of the Karpathy `filepath`s (pretraining, in-process embeddings)
     scenes_json: Optional[str] = None  # FineShapes truth: pretraining captions are full descriptions
     batch_size: int = 1600
+    """captions (and images) per batch; >= 2 for in-batch negatives"""
     valid_batch_size: int = 200
+    """batch size of validation"""
     num_workers: int = 4
+    """DataLoader worker processes"""
     load_feat: bool = True
+    """use precomputed image embeddings (grammar task requires it)"""
     data_in_memory: bool = False
+    """load all embeddings into memory first"""
     use_prompt: bool = False  # grammar: prefix "A photo depicts" as the reward does (the original does not)
     prompt_prob: float = 0.0  # pretraining: share of captions prefixed with "A photo depicts"
     hard_negatives: bool = False  # pretraining: add each caption's one-detail-wrong twin as a candidate
@@ -47,14 +52,22 @@ class RetrievalModelConfig:
 
     clip_model: Optional[str] = "ViT-B/32"  # grammar: OpenAI name or file for clip.load
     use_grammar: bool = True
+    """train the grammar head on negative texts"""
     joint_out: bool = False
+    """the original's joint output head (excludes use_grammar)"""
     embed_dim: int = 128
+    """pretraining: joint embedding width"""
     image_resolution: int = 96
+    """pretraining: image size"""
     vision_layers: str = "1,1,1,1"  # ResNet stage depths
     vision_width: int = 16
+    """pretraining: ResNet width"""
     context_length: int = 48
+    """pretraining: text context in tokens"""
     transformer_width: int = 64
+    """pretraining: text transformer width"""
     transformer_layers: int = 3
+    """pretraining: text transformer layers"""
 
 
 @dataclass
@@ -62,15 +75,22 @@ class RetrievalOptimConfig:
     """AdamW as the original (its ``transformers`` AdamW without a schedule)."""
 
     optim: str = "adamw"
+    """optimiser; only adamw"""
     lr: float = 1e-4
+    """learning rate"""
     adam_eps: float = 1e-6
+    """AdamW epsilon"""
     adam_beta1: float = 0.9
+    """AdamW beta1"""
     adam_beta2: float = 0.999
+    """AdamW beta2"""
     weight_decay: float = 0.01
+    """AdamW weight decay"""
     weight_decay_rule: str = "original"  # original: only biases skip decay; standard: also norms, embeddings, scale
     lr_schedule: str = "constant"  # constant (original) | cosine (linear warm-up over warmup_ratio, cosine decay)
     warmup_ratio: float = 0.05  # cosine schedule only (the original defines it but never uses it)
     clip_grad_norm: float = 0.0
+    """gradient-norm clipping (0: none)"""
     max_logit_scale: float = 0.0  # clamp exp(logit_scale) to this (OpenAI pretraining: 100); 0: no clamp
 
 
@@ -80,6 +100,7 @@ class RetrievalTrainConfig:
 
     task: str = "grammar"  # grammar: negative-text fine-tuning; pretrain: a CLIP from scratch (FineShapes)
     id: str = ""
+    """run name: names checkpoints and exports (required)"""
     checkpoint_dir: Optional[str] = None  # None: retrieval/save/<id>
     resume: Optional[str] = None  # PATH or auto (<checkpoint_dir>/<id>-last.ckpt if present)
     overwrite: bool = False  # start run <id> again, deleting its checkpoints
@@ -87,15 +108,25 @@ class RetrievalTrainConfig:
     init_from: Optional[str] = None  # weights only (one of our checkpoints); also what --evaluate evaluates
     export_path: Optional[str] = None  # None: <checkpoint_dir>/<id>.pt
     export_fp16: bool = False
+    """export the CLIP in fp16"""
     epochs: int = 30
+    """epochs to train"""
     seed: int = 9595
+    """random seed"""
     precision: str = "32"
+    """32, 16 (CUDA mixed) or bf16"""
     accelerator: str = "auto"
+    """auto, cpu or gpu"""
     devices: str = "auto"
+    """auto or the number of devices"""
     num_nodes: int = 1
+    """machines"""
     strategy: str = "auto"
+    """Lightning strategy, e.g. ddp"""
     losses_log_every: int = 25
+    """log the losses every this many steps"""
     val_every_epochs: int = 1
+    """validate every this many epochs"""
     eval_resolutions: str = ""  # pretrain evaluation: also probe these input sizes, e.g. "96,128,192"
 
 
@@ -104,11 +135,17 @@ class RetrievalLegacyConfig:
     """The original's ``param.py`` keys that it defines but never uses; accepted, no effect."""
 
     tokenizer: str = "openai/clip-vit-base-patch32"
+    """no effect (the original's Hugging Face tokenizer name)"""
     max_text_length: int = 40
+    """no effect (the original's option)"""
     gradient_accumulation_steps: int = 1
+    """no effect (the original's option)"""
     train_topk: int = -1
+    """no effect (the original's option)"""
     valid_topk: int = -1
+    """no effect (the original's option)"""
     fp16: bool = False
+    """no effect (use precision)"""
 
 
 @dataclass

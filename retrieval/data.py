@@ -19,13 +19,13 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 import clip
 from captioning.data.sampler import EpochSampler, item_rng
 from captioning.fineshapes import Scene
+from clip.images import open_rgb
 from clip.transforms import CLIP_MEAN, CLIP_STD, center_crop, resize_shorter_side
 from retrieval.details import description_and_twin, details_of, mirror
 from retrieval.grammar_clip import PROMPT
@@ -63,8 +63,7 @@ def load_images(root: str | Path, paths: Sequence[str], size: int) -> Tensor:
     """(N, 3, size, size) uint8 images, resized and centre-cropped as CLIP's preprocessing does."""
     out = torch.empty(len(paths), 3, size, size, dtype=torch.uint8)
     for k, p in enumerate(paths):
-        with Image.open(Path(root) / p) as im:
-            pixels = np.array(center_crop(resize_shorter_side(im.convert("RGB"), size), size))
+        pixels = np.array(center_crop(resize_shorter_side(open_rgb(Path(root) / p), size), size))
         out[k] = torch.from_numpy(pixels).permute(2, 0, 1)
     return out
 

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import clip
+from clip.pretrained import is_torchscript_archive, torch_load
 from captioning.utils.io import atomic_path
 
 PROMPT = "A photo depicts"
@@ -76,8 +77,8 @@ def save_grammar_clip(model: GrammarCLIP, path: str | os.PathLike) -> None:
 def load_grammar_clip(name_or_path: str | os.PathLike, device: str | torch.device = "cpu") -> GrammarCLIP:
     """Load a grammar-CLIP file, a retrieval checkpoint, or any CLIP :func:`clip.load` accepts."""
     path = Path(name_or_path)
-    if path.is_file():
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    if path.is_file() and not is_torchscript_archive(path):  # OpenAI's release files are TorchScript: clip.load
+        ckpt = torch_load(path)
         state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else None
         if state is not None:
             state = {k[len("model."):] if k.startswith("model.") else k: v for k, v in state.items()}

@@ -5,7 +5,10 @@
 """
 import sys
 
-from retrieval.run import main
+from captioning.cli import entry_point
+from retrieval import run
+
+main = entry_point(run.main)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -7,5 +7,11 @@ import sys
 
 from captioning.data.extract import grid_main
 
+
+def main(argv: list[str] | None = None) -> int:
+    """Extract; a bad input ends with one ``error:`` line and exit status 2."""
+    return grid_main(argv)
+
+
 if __name__ == "__main__":
-    sys.exit(grid_main())
+    sys.exit(main())

@@ -16,7 +16,6 @@ killed run continues from the finished parts when started again.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -25,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from captioning.cli import ArgumentParser, at_least, entry_point
 from captioning.data.features import FeatureError, FolderFeatures, PackedWriter
 
 
@@ -68,8 +68,9 @@ def pack(input_dir: str, output: str, ids: list[str], dtype: str | None = None, 
     return len(ids)
 
 
+@entry_point
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__)
     parser.add_argument("--input_dir", required=True, help="folder of <id>.npz / <id>.npy feature files")
     parser.add_argument("--output", required=True, help="packed store to write (<name>.npy, plus <name>.json)")
     parser.add_argument("--input_json", default=None, help="take the ids (and their order) from images[].id")
@@ -77,11 +78,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="store rows in this dtype (default: as in the files; float16 halves the size, lossy)")
     parser.add_argument("--threads", type=int, default=4, help="files read in parallel")
     args = parser.parse_args(argv)
+    at_least(1, "--threads", args.threads)
     start = time.time()
     try:
         ids = json_ids(Path(args.input_json)) if args.input_json else folder_ids(Path(args.input_dir))
         n = pack(args.input_dir, args.output, ids, args.dtype, args.threads)
-    except (FileNotFoundError, FileExistsError, ValueError, FeatureError) as e:
+    except ValueError as e:  # an id list or option that does not fit
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"packed {n} feature files from {args.input_dir} in {time.time() - start:.1f}s -> {args.output}")

@@ -10,14 +10,16 @@ label_start_ix / label_end_ix (1-based, inclusive) and label_length.
 """
 from __future__ import annotations
 
-import argparse
+import sys
 import time
 
+from captioning.cli import ArgumentParser, entry_point
 from captioning.data.prepro import prepro_labels
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+@entry_point
+def main(argv: list[str] | None = None) -> int:
+    parser = ArgumentParser(description=__doc__)
     parser.add_argument("--input_json", required=True, help="Karpathy-format data set JSON")
     parser.add_argument("--output_json", default="data.json", help="vocabulary and image list")
     parser.add_argument("--output_h5", default="data", help="prefix of the label file (<prefix>_label.h5)")
@@ -31,7 +33,8 @@ def main(argv: list[str] | None = None) -> None:
                           args.max_length, args.word_count_threshold)
     print(f"{stats['n_images']} images, {stats['n_captions']} captions, vocabulary of {stats['vocab_size']} words "
           f"in {time.time() - start:.1f}s: {args.output_json}, {args.output_h5}_label.h5")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -9,14 +9,16 @@ The SCST reward reads the index variant (config key cached_tokens, default coco-
 """
 from __future__ import annotations
 
-import argparse
+import sys
 import time
 
+from captioning.cli import ArgumentParser, entry_point
 from captioning.data.prepro import prepro_ngrams
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+@entry_point
+def main(argv: list[str] | None = None) -> int:
+    parser = ArgumentParser(description=__doc__)
     parser.add_argument("--input_json", required=True, help="Karpathy-format data set JSON")
     parser.add_argument("--dict_json", required=True, help="output of prepro_labels.py (ix_to_word)")
     parser.add_argument("--output_pkl", required=True, help="prefix of the two pickles")
@@ -27,7 +29,8 @@ def main(argv: list[str] | None = None) -> None:
     n = prepro_ngrams(args.input_json, args.dict_json, args.output_pkl, args.split)
     print(f"document frequencies of {n} images ({args.split}) in {time.time() - start:.1f}s: "
           f"{args.output_pkl}-words.p, {args.output_pkl}-idxs.p")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -59,7 +59,7 @@ def test_state_dict_file(tiny, tmp_path, wrap):
 def test_non_state_dict_file_is_rejected(tmp_path):
     path = tmp_path / "list.pt"
     torch.save([torch.zeros(2)], path)
-    with pytest.raises(TypeError, match="state dict"):
+    with pytest.raises(clip.TorchFileError, match="state dict"):
         clip.load(path)
 
 

@@ -220,9 +220,12 @@ def test_vit_tokens_and_embedding_match_reference():
     images = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         ref_tokens, ref_embedding = reference_vit(model, images)
-        tokens = model.visual_grid(images)
+        tokens = model.visual.forward_tokens(images)
         assert tokens.shape == (2, 1 + 4 * 4, 64)
         torch.testing.assert_close(tokens, ref_tokens, rtol=1e-4, atol=1e-4)
+        grid = model.visual_grid(images)  # channels first, like the ResNet grid; token 1 + r*4 + c is cell (r, c)
+        assert grid.shape == (2, 64, 4, 4)
+        torch.testing.assert_close(grid[:, :, 2, 3], ref_tokens[:, 1 + 2 * 4 + 3], rtol=1e-4, atol=1e-4)
         torch.testing.assert_close(model.encode_image(images), ref_embedding, rtol=1e-4, atol=1e-4)
 
 
@@ -297,7 +300,7 @@ def test_resize_pos_embed():
 def test_vit_interpolates_positions_at_other_resolutions():
     model = randomized(TINY_VIT)
     with torch.no_grad():
-        assert model.visual_grid(torch.randn(1, 3, 128, 96)).shape == (1, 1 + 8 * 6, 64)
+        assert model.visual_grid(torch.randn(1, 3, 128, 96)).shape == (1, 64, 8, 6)
         assert model.encode_image(torch.randn(1, 3, 128, 128)).shape == (1, TINY_VIT["embed_dim"])
 
 

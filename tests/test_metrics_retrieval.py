@@ -46,8 +46,11 @@ def test_matches_argsort_formulation_on_random_matrix():
     assert out["meanr"] == pytest.approx(ranks.mean() + 1)
 
 
-def test_ties_count_in_favour_of_the_match_and_bad_input():
-    assert retrieval_ranks(np.ones((3, 3))).tolist() == [0, 0, 0]
+def test_ties_are_ranked_pessimistically_and_bad_input():
+    assert retrieval_ranks(np.ones((3, 3))).tolist() == [2, 2, 2]
+    sim = np.array([[1.0, 1.0, 0.0], [0.5, 0.9, 0.9], [0.0, 0.0, 0.3]])  # row 0 tied with 1, row 1 with 2
+    assert retrieval_ranks(sim).tolist() == [1, 1, 0]
+    assert image_text_retrieval(np.zeros((4, 4)))["t2i"]["R@1"] == 0.0  # identical (e.g. empty) captions
     with pytest.raises(ValueError):
         retrieval_metrics(np.zeros((2, 3)))
     with pytest.raises(ValueError):

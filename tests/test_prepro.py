@@ -80,9 +80,10 @@ def test_prepro_ngrams_hand_worked(karpathy, tmp_path):
     assert n == 2  # train + restval
     words = pickle.loads((tmp_path / "ng-words.p").read_bytes())
     idxs = pickle.loads((tmp_path / "ng-idxs.p").read_bytes())
-    assert words == {"document_frequency": WORD_DF, "ref_len": 2}
+    assert {k: words[k] for k in ("document_frequency", "ref_len")} == {"document_frequency": WORD_DF, "ref_len": 2}
+    assert words["kind"] == "words" and idxs["kind"] == "idxs" and words["vocab_fingerprint"] == idxs["vocab_fingerprint"]
     expected_idx = {tuple(WORD_TO_IDX[w] for w in k): v for k, v in WORD_DF.items()}
-    assert idxs == {"document_frequency": expected_idx, "ref_len": 2}
+    assert {k: idxs[k] for k in ("document_frequency", "ref_len")} == {"document_frequency": expected_idx, "ref_len": 2}
     assert all(isinstance(v, float) for v in words["document_frequency"].values())  # as the original's pickles
 
 

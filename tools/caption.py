@@ -3,15 +3,17 @@
     python tools/caption.py photo.jpg more_photos/ --ckpt save/clipRN50_clips/clipRN50_clips-last.ckpt
 
 Prints ``file<TAB>caption`` per image (JPEG, PNG, or anything PIL reads, any size; folders are
-searched for image files). --json writes {file: caption} as well. The CLIP and grid resolution
-default to those the checkpoint was trained with; CUDA is used when available.
+searched for image files). --json writes {file: caption} as well. The CLIP, grid resolution and
+decoding settings default to those the checkpoint was trained with; CUDA is used when available.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
+from PIL import Image
+
+from captioning.cli import ArgumentParser, at_least, entry_point
 from captioning.inference import Captioner
 from captioning.utils.io import write_json
 
@@ -34,23 +36,27 @@ def expand(inputs: list[str]) -> list[Path]:
     return files
 
 
+@entry_point
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__)
     parser.add_argument("images", nargs="+", help="image files or folders")
     parser.add_argument("--ckpt", required=True, help="captioner checkpoint (save/<id>/<id>-last.ckpt)")
     parser.add_argument("--clip_model", default=None, help="feature CLIP (default: the checkpoint's)")
     parser.add_argument("--resolution", type=int, default=None, help="grid input size (default: the checkpoint's)")
-    parser.add_argument("--beam_size", type=int, default=1)
+    parser.add_argument("--beam_size", type=int, default=None,
+                        help="beam size, >= 1 (default: the checkpoint's decoding settings, as EVALUATE=1)")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     parser.add_argument("--json", default=None, help="also write {file: caption} to this JSON file")
+    parser.add_argument("--max_image_pixels", type=int, default=Image.MAX_IMAGE_PIXELS,
+                        help="largest image (width x height) read; larger ones are refused as decompression bombs")
     args = parser.parse_args(argv)
-    try:
-        files = expand(args.images)
-        captioner = Captioner.from_checkpoint(args.ckpt, args.clip_model, args.resolution, args.beam_size, args.device)
-        captions = captioner.caption(files)
-    except (FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    if args.beam_size is not None:
+        at_least(1, "--beam_size", args.beam_size)
+    at_least(1, "--max_image_pixels", args.max_image_pixels)
+    Image.MAX_IMAGE_PIXELS = args.max_image_pixels
+    files = expand(args.images)
+    captioner = Captioner.from_checkpoint(args.ckpt, args.clip_model, args.resolution, args.beam_size, args.device)
+    captions = captioner.caption(files)
     for f, c in zip(files, captions):
         print(f"{f}\t{c}")
     if args.json:

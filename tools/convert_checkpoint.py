@@ -20,22 +20,23 @@ options that were carried over, left at our defaults, or ignored.
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 
 import torch
 
 import clip
+from captioning.cli import ArgumentParser, entry_point
 from captioning.checkpoints import convert_captioner_checkpoint, read_captioner_checkpoint
 from captioning.utils.io import atomic_path
 from clip.hf import read_hf_folder
 from retrieval.convert import convert_grammar_checkpoint
 
 
+@entry_point
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("kind", choices=["captioner", "grammar-clip", "hf-clip"])
+    parser = ArgumentParser(description=__doc__)
+    parser.add_argument("kind", choices=["captioner", "grammar-clip", "hf-clip"], help="what src is (see above)")
     parser.add_argument("src", help="the file (or, for hf-clip, the folder) to convert")
     parser.add_argument("dst", help="the file to write (written atomically)")
     parser.add_argument("--verbose", action="store_true", help="log what was carried over and what was ignored")

@@ -13,7 +13,6 @@ a quick end-to-end check of an installation, not a result.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import subprocess
@@ -22,6 +21,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from captioning.cli import ArgumentParser, entry_point
 from captioning.utils.io import write_json
 
 PY = sys.executable
@@ -138,8 +138,9 @@ def stages(retrain_clip: bool, smoke: bool = False) -> list[Stage]:
     return out
 
 
+@entry_point
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__)
     parser.add_argument("--force", action="store_true", help="re-run stages whose outputs exist")
     parser.add_argument("--retrain_clip", action="store_true", help="train the tiny CLIP from scratch")
     parser.add_argument("--smoke", action="store_true", help="a tiny world and a few steps per stage (a quick check)")

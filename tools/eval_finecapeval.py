@@ -9,13 +9,15 @@ also the exact truth metrics.
 """
 from __future__ import annotations
 
-import argparse
+import sys
 
+from captioning.cli import ArgumentParser, entry_point
 from captioning.evaluation.finecapeval import evaluate_finecapeval
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+@entry_point
+def main(argv: list[str] | None = None) -> int:
+    parser = ArgumentParser(description=__doc__)
     parser.add_argument("--finecapeval_path", default="data/FineCapEval.csv", help="the FineCapEval CSV")
     parser.add_argument("--generated_id2caption", required=True, help="JSON {image id: caption}")
     parser.add_argument("--output", default=None, help="result JSON (default: <generated>_finecapeval.json)")
@@ -34,7 +36,8 @@ def main(argv: list[str] | None = None) -> None:
         t = r["truth"]
         print(f"truth      parse rate {t['parse_rate']:.3f}  precision {t['precision_all']:.3f}  recall {t['recall_all']:.3f}")
     print(f"-> {r['output_path']}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

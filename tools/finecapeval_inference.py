@@ -10,10 +10,10 @@ tools/eval_finecapeval.py.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
+from captioning.cli import ArgumentParser, at_least, entry_point
 from captioning.config import ConfigError, load_config
 from captioning.evaluation.inference import caption_split
 from captioning.utils.io import write_json
@@ -22,17 +22,19 @@ REWARDS = ("mle", "cider", "clips", "cider_clips", "clips_grammar")
 ALIASES = {"clips_cider": "cider_clips"}
 
 
+@entry_point
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__)
     parser.add_argument("--reward", choices=REWARDS + tuple(ALIASES), help="one of the released COCO models")
     parser.add_argument("--cfg", help="a config (instead of --reward)")
     parser.add_argument("--ckpt", help="checkpoint (default: <checkpoint_path>/<id>-last.ckpt)")
     parser.add_argument("--id", help="run name for the output file")
     parser.add_argument("--input_json", help="override the config's input_json (FineCapEval-format JSON)")
     parser.add_argument("--input_att_dir", help="override the config's grid features")
-    parser.add_argument("--output_dir", default="FineCapEval_results")
-    parser.add_argument("--batch_size", type=int, default=40)
+    parser.add_argument("--output_dir", default="FineCapEval_results", help="where <id>.json is written")
+    parser.add_argument("--batch_size", type=int, default=40, help="images decoded together (>= 1)")
     args = parser.parse_args(argv)
+    at_least(1, "--batch_size", args.batch_size)
     if bool(args.reward) == bool(args.cfg):
         parser.error("give exactly one of --reward and --cfg")
     if args.reward:

@@ -11,7 +11,6 @@ function of the seed alone and a resumed run sees what an uninterrupted one woul
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,11 +21,14 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from captioning.cli import InputError
+from captioning.data.fingerprint import check_labels
+from captioning.utils.io import read_json
 from captioning.data.features import FeatureStore, open_features
 from captioning.data.sampler import EpochSampler, item_rng
 
 
-class DatasetError(ValueError):
+class DatasetError(InputError):
     """The data files do not fit together."""
 
 
@@ -55,9 +57,8 @@ class CaptionDataset(Dataset):
 
     def __init__(self, paths: DataPaths, seq_per_img: int = 5, use_clipscore: bool = False, train_only: bool = False,
                  seed: int = 1234, norm_att_feat: bool = False):
-        with open(paths.input_json, encoding="utf-8") as f:
-            info = json.load(f)
-        if "images" not in info:
+        info = read_json(paths.input_json)
+        if not isinstance(info, dict) or "images" not in info:
             raise DatasetError(f"{paths.input_json}: no 'images' list (run scripts/prepro_labels.py)")
         self.paths = paths
         self.images: list[dict[str, Any]] = info["images"]
@@ -79,9 +80,14 @@ class CaptionDataset(Dataset):
         self._h5: h5py.File | None = None
         self.seq_length = 1
         if paths.input_label_h5:
-            with h5py.File(self._label_path(), "r") as f:
-                self.seq_length = int(f["labels"].shape[1])
-                starts, ends = f["label_start_ix"][:], f["label_end_ix"][:]
+            try:
+                with h5py.File(self._label_path(), "r") as f:
+                    self.seq_length = int(f["labels"].shape[1])
+                    starts, ends = f["label_start_ix"][:], f["label_end_ix"][:]
+                    check_labels(paths.input_json, self.ix_to_word, paths.input_label_h5, f.attrs, f["labels"][:])
+            except (OSError, KeyError) as e:
+                raise DatasetError(f"{paths.input_label_h5}: unreadable label file ({e}); write it again with "
+                                   "scripts/prepro_labels.py") from None
             if len(starts) != len(self.images):
                 raise DatasetError(f"{paths.input_label_h5} has {len(starts)} images but {paths.input_json} has "
                                    f"{len(self.images)}; were both written by the same prepro_labels run?")

@@ -21,9 +21,8 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import os
-import sys
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -39,15 +38,18 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 from tqdm import tqdm
 
 import clip
-from clip.model import CLIP, ModifiedResNet
-from captioning.data.features import FeatureError, FeatureWriter, FolderWriter, PackedWriter, merge_packed
+from clip.images import ImageReadError, open_rgb
+from clip.model import CLIP, ModifiedResNet, patch_grid
+from captioning.cli import ArgumentParser, InputError, at_least, entry_point
+from captioning.utils.io import read_json
+from captioning.data.features import FeatureWriter, FolderWriter, PackedWriter, merge_packed
 
 
-class ImageListError(ValueError):
+class ImageListError(InputError):
     """The input JSON does not describe a usable image list."""
 
 
-class BadImagesError(RuntimeError):
+class BadImagesError(InputError):
     """Some images could not be read."""
 
 
@@ -65,8 +67,7 @@ def read_image_list(input_json: str | Path, images_root: str | Path, stem_ids: b
 
     stem_ids (FineCapEval, §1.6): the id must be the file stem; an entry without ``id`` gets it.
     """
-    with open(input_json, encoding="utf-8") as f:
-        info = json.load(f)
+    info = read_json(input_json)
     if not isinstance(info, dict) or not isinstance(info.get("images"), list):
         raise ImageListError(f"{input_json}: expected a top-level 'images' list")
     root, entries, seen = Path(images_root), [], set()
@@ -113,10 +114,9 @@ class ImageFiles(Dataset):
     def __getitem__(self, k: int) -> tuple[int, Tensor | None, str | None]:
         path = self.entries[k].path
         try:
-            with Image.open(path) as image:
-                return k, self.transform(image), None
-        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
-            return k, None, f"{path}: {type(err).__name__}: {err}"
+            return k, self.transform(open_rgb(path)), None
+        except (OSError, ImageReadError) as err:
+            return k, None, f"{type(err).__name__}: {err}"
 
 
 def collate_images(items: list) -> tuple[list[int], Tensor | None, list[tuple[int, str]]]:
@@ -148,9 +148,8 @@ class GridFeatures:
             if self.fc:
                 out["fc"] = visual.attnpool(grid)
         else:
-            tokens = self.model.visual_grid(x)
-            patch = visual.conv1.kernel_size[0]
-            out["att"] = tokens[:, 1:].reshape(len(x), x.shape[-2] // patch, x.shape[-1] // patch, -1)
+            tokens = visual.forward_tokens(x)
+            out["att"] = patch_grid(tokens, x.shape[-2:], visual.conv1.kernel_size[0]).permute(0, 2, 3, 1)
             if self.fc:
                 out["fc"] = tokens[:, 0] @ visual.proj
         return {k: v.float().cpu().numpy() for k, v in out.items()}
@@ -234,6 +233,53 @@ def extract(entries: Sequence[ImageEntry], transform: Callable[[Image.Image], Te
                          [(e.id, err) for e, err in bad], time.perf_counter() - start)
 
 
+def source_stats(entries: Sequence[ImageEntry]) -> dict[str, list[int]]:
+    """``{id: [size in bytes, mtime in ns]}`` of each readable image file (recorded in the manifests)."""
+    out = {}
+    for e in entries:
+        try:
+            st = e.path.stat()
+        except OSError:
+            continue
+        out[str(e.id)] = [st.st_size, st.st_mtime_ns]
+    return out
+
+
+def previous_sources(writer: FeatureWriter) -> dict[str, list[int]]:
+    """The source stats recorded by the run that wrote ``writer``'s existing features ({} if none)."""
+    if isinstance(writer, FolderWriter):
+        if not writer.manifest_path.is_file():
+            return {}
+        return read_json(writer.manifest_path).get("sources", {})
+    store = getattr(writer, "store", None)
+    return store.manifest.get("sources", {}) if store is not None else {}
+
+
+def changed_sources(writers: dict[str, FeatureWriter], now: dict[str, list[int]]) -> list[str]:
+    """Ids whose features exist but whose image file changed (size or mtime) since they were written."""
+    changed: set[str] = set()
+    for writer in writers.values():
+        before = previous_sources(writer)
+        changed.update(i for i in writer.done if i in before and i in now and list(before[i]) != list(now[i]))
+    return sorted(changed)
+
+
+def remove_outputs(bases: dict[str, str], args: argparse.Namespace, entries: Sequence[ImageEntry]) -> None:
+    """``--redo``: delete this run's existing outputs (packed store and parts, or the entries' files)."""
+    for feature, base in bases.items():
+        if args.format == "packed":
+            path = packed_path(base, args.n_jobs, args.job_id)
+            for p in (path, path.with_suffix(".json")):
+                p.unlink(missing_ok=True)
+            shutil.rmtree(path.with_name(path.name + ".parts"), ignore_errors=True)
+        else:
+            ext = ".npz" if feature == "att" else ".npy"
+            for e in entries:
+                (Path(base) / f"{e.id}{ext}").unlink(missing_ok=True)
+            suffix = "" if args.n_jobs == 1 else f"-shard{args.job_id}of{args.n_jobs}"
+            (Path(base) / f"manifest{suffix}.json").unlink(missing_ok=True)
+
+
 def file_sha256(path: str | Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
@@ -247,14 +293,15 @@ def file_sha256(path: str | Path) -> str:
 def build_parser(kind: str, finecapeval: bool) -> argparse.ArgumentParser:
     """The options of the grid (kind="grid") or CLIP-S (kind="clipscore") script."""
     what = "CLIP grid features" if kind == "grid" else "L2-normalised CLIP-S image embeddings"
-    p = argparse.ArgumentParser(description=f"Extract {what} ({'FineCapEval' if finecapeval else 'COCO'} layout).")
+    p = ArgumentParser(description=f"Extract {what} ({'FineCapEval' if finecapeval else 'COCO'} layout).")
     default_json = "data/FineCapEval.json" if finecapeval else "data/dataset_coco.json"
     p.add_argument("--input_json", default=default_json,
                    help="Karpathy split file, prepro_labels output or FineCapEval json" + (
                        " (ids must be file stems)" if finecapeval else ""))
     p.add_argument("--output_dir", default="data/FineCapEval" if finecapeval else "data/cocotalk",
                    help="output prefix: <output_dir>_clip_<model>_att, <output_dir>_clipscore_vis")
-    p.add_argument("--images_root", default="datasets/FineCapEval/images" if finecapeval else "datasets/COCO/images")
+    p.add_argument("--images_root", default="datasets/FineCapEval/images" if finecapeval else "datasets/COCO/images",
+                   help="folder the image paths of --input_json are relative to")
     if kind == "grid":
         p.add_argument("--model_type", default=None,
                        help="CLIP model name (default RN50), also the <model> of the output name; with --clip_model "
@@ -264,9 +311,9 @@ def build_parser(kind: str, finecapeval: bool) -> argparse.ArgumentParser:
     p.add_argument("--clip_model", default=None, help="a CLIP checkpoint file (anything clip.load reads)")
     p.add_argument("--format", choices=["files", "packed"], default="files",
                    help="files: one file per image (the original's); packed: one .npy + .json (faster to read)")
-    p.add_argument("--batch_size", type=int, default=32)
+    p.add_argument("--batch_size", type=int, default=32, help="images per forward pass (>= 1)")
     p.add_argument("--num_workers", type=int, default=2, help="image-decoding worker processes")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda[:N]")
     p.add_argument("--fp16", action="store_true", help="fp16 weights like the released features (CUDA only)")
     p.add_argument("--num_threads", type=int, default=None,
                    help="torch CPU threads (default on CPU: the cores left after --num_workers, at least 1)")
@@ -278,10 +325,12 @@ def build_parser(kind: str, finecapeval: bool) -> argparse.ArgumentParser:
         p.add_argument("--fc", action="store_true", help="also store CLIP's pooled image embedding (unnormalised)")
         p.add_argument("--att_size", type=int, default=7, help="ignored (the original's unused option)")
     p.add_argument("--n_jobs", type=int, default=1, help="shards: this run takes images[job_id::n_jobs]")
-    p.add_argument("--job_id", type=int, default=0)
+    p.add_argument("--job_id", type=int, default=0, help="this run's shard, 0 <= job_id < n_jobs")
     p.add_argument("--merge", action="store_true",
                    help="join the --n_jobs packed shard files into one store instead of extracting")
     p.add_argument("--skip_bad", action="store_true", help="leave unreadable images out (reported) instead of failing")
+    p.add_argument("--redo", action="store_true",
+                   help="re-extract this run's images although features exist (needed when images changed since)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -313,9 +362,17 @@ def run(argv: Sequence[str] | None, kind: str, finecapeval: bool = False) -> Ext
     """Parse the command line and extract (or merge); the scripts call this."""
     args = build_parser(kind, finecapeval).parse_args(argv)
     if args.n_jobs < 1 or not 0 <= args.job_id < args.n_jobs:
-        raise SystemExit("error: need --n_jobs >= 1 and 0 <= --job_id < --n_jobs")
+        raise InputError("need --n_jobs >= 1 and 0 <= --job_id < --n_jobs")
+    at_least(1, "--batch_size", args.batch_size)
+    at_least(0, "--num_workers", args.num_workers)
+    if args.num_threads is not None:
+        at_least(1, "--num_threads", args.num_threads)
+    if kind == "grid" and args.resolution is not None:
+        at_least(32, "--resolution", args.resolution)
     if args.fp16 and not args.device.startswith("cuda"):
-        raise SystemExit(f"error: --fp16 needs a CUDA device, not {args.device!r} (CPU extraction runs in fp32)")
+        raise InputError(f"--fp16 needs a CUDA device, not {args.device!r} (CPU extraction runs in fp32)")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(f"--device {args.device} but CUDA is not available here; use --device cpu")
     if args.num_threads or args.device == "cpu":
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
         torch.set_num_threads(args.num_threads or max(1, cores - args.num_workers))
@@ -324,14 +381,14 @@ def run(argv: Sequence[str] | None, kind: str, finecapeval: bool = False) -> Ext
     bases = output_bases(args, kind, label)
     if args.merge:
         if args.format != "packed" or args.n_jobs == 1:
-            raise SystemExit("error: --merge joins packed shards: give --format packed and the shards' --n_jobs "
-                             "(per-image files of all shards already share one folder)")
+            raise InputError("--merge joins packed shards: give --format packed and the shards' --n_jobs "
+                         "(per-image files of all shards already share one folder)")
         _merge(bases, args.n_jobs)
         return None
 
     entries = shard(read_image_list(args.input_json, args.images_root, stem_ids=finecapeval), args.n_jobs, args.job_id)
     if not args.clip_model and name not in clip.available_models():
-        raise SystemExit(f"error: unknown CLIP model {name!r}; give one of {clip.available_models()} or --clip_model")
+        raise InputError(f"unknown CLIP model {name!r}; give one of {clip.available_models()} or --clip_model")
     checkpoint = Path(args.clip_model) if args.clip_model else clip.model_file(name)
     model, clip_transform = clip.load(checkpoint, device=args.device, fp16=args.fp16)
     config: dict[str, Any] = {"kind": kind, "model_sha256": file_sha256(checkpoint), "fp16": args.fp16}
@@ -346,6 +403,8 @@ def run(argv: Sequence[str] | None, kind: str, finecapeval: bool = False) -> Ext
         config.update(resolution=clip_transform.n_px, keep_aspect=True)
 
     suffix = "" if args.n_jobs == 1 else f"-shard{args.job_id}of{args.n_jobs}"
+    if args.redo:
+        remove_outputs(bases, args, entries)
     writers: dict[str, FeatureWriter] = {}
     for feature, base in bases.items():
         cfg = dict(config, feature=feature)
@@ -354,9 +413,14 @@ def run(argv: Sequence[str] | None, kind: str, finecapeval: bool = False) -> Ext
         else:
             writers[feature] = FolderWriter(base, ".npz" if feature == "att" else ".npy", cfg,
                                             manifest_name=f"manifest{suffix}.json")
+    sources = source_stats(entries)
+    changed = changed_sources(writers, sources)
+    if changed:
+        raise InputError(f"{len(changed)} image(s) changed since their features were written (size or modification "
+                         f"time), e.g. ids {changed[:5]}; run again with --redo to re-extract")
     manifest = {"model": str(args.clip_model or name), "source_json": str(args.input_json),
                 "source_sha256": file_sha256(args.input_json), "images_root": str(args.images_root),
-                "n_jobs": args.n_jobs, "job_id": args.job_id, "torch": torch.__version__}
+                "n_jobs": args.n_jobs, "job_id": args.job_id, "torch": torch.__version__, "sources": sources}
     print(f"{kind} features of {len(entries)} images with {manifest['model']} at {config['resolution']} px on "
           f"{args.device} -> " + ", ".join(str(packed_path(b, args.n_jobs, args.job_id)) if args.format == "packed"
                                            else b + "/" for b in bases.values()), flush=True)
@@ -375,10 +439,7 @@ def clipscore_main(argv: Sequence[str] | None = None, finecapeval: bool = False)
     return _main(argv, "clipscore", finecapeval)
 
 
+@entry_point
 def _main(argv: Sequence[str] | None, kind: str, finecapeval: bool) -> int:
-    try:
-        run(argv, kind, finecapeval)
-    except (BadImagesError, ImageListError, FeatureError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    run(argv, kind, finecapeval)
     return 0

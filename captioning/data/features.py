@@ -26,10 +26,11 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from captioning.utils.io import atomic_path, write_json
+from captioning.cli import InputError
+from captioning.utils.io import atomic_path, read_json, write_json
 
 
-class FeatureError(KeyError):
+class FeatureError(InputError, KeyError):
     """A feature is missing or malformed."""
 
     def __str__(self) -> str:  # KeyError quotes its message; keep it readable
@@ -85,15 +86,20 @@ class PackedFeatures:
         for p in (self.path, self.index_path):
             if not p.is_file():
                 raise FeatureError(f"packed feature file not found: {p}")
-        with open(self.index_path, encoding="utf-8") as f:
-            self.manifest = json.load(f)
+        self.manifest = read_json(self.index_path)
+        if not isinstance(self.manifest, dict) or not isinstance(self.manifest.get("ids"), list):
+            raise FeatureError(f"{self.index_path}: no 'ids' list; is it the index of a packed feature store?")
         self.row = {str(i): k for k, i in enumerate(self.manifest["ids"])}
         self._array: np.ndarray | None = None
 
     @property
     def array(self) -> np.ndarray:
         if self._array is None:
-            self._array = np.load(self.path, mmap_mode="r")
+            try:
+                self._array = np.load(self.path, mmap_mode="r")
+            except (ValueError, EOFError) as e:
+                raise FeatureError(f"{self.path}: unreadable packed feature file ({e}); is it truncated? Extract or "
+                                   "pack it again") from None
             if len(self._array) != len(self.row):
                 raise FeatureError(f"{self.path}: {len(self._array)} rows but {len(self.row)} ids in {self.index_path}")
         return self._array

@@ -19,13 +19,15 @@ import numpy as np
 from PIL import Image
 
 from cider import document_frequency
-from captioning.utils.io import atomic_path, write_json, write_pickle
+from captioning.cli import InputError
+from captioning.data.fingerprint import FINGERPRINT_KEY, vocab_fingerprint
+from captioning.utils.io import atomic_path, read_json, write_json, write_pickle
 
 UNK = "UNK"
 EOS = "<eos>"
 
 
-class DataError(ValueError):
+class DataError(InputError):
     """The input data set is malformed."""
 
 
@@ -34,8 +36,7 @@ def load_karpathy(path: str | os.PathLike) -> list[dict[str, Any]]:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"input JSON not found: {path}")
-    with open(path, encoding="utf-8") as f:
-        data = json.load(f)
+    data = read_json(path)
     if not isinstance(data, dict) or "images" not in data:
         raise DataError(f"{path}: expected a Karpathy-format JSON with a top-level 'images' list")
     images = data["images"]
@@ -107,15 +108,24 @@ def prepro_labels(
     max_length: int = 16,
     word_count_threshold: int = 5,
 ) -> dict[str, Any]:
-    """Run the whole label preprocessing; writes ``output_json`` and ``<output_h5>_label.h5``."""
+    """Run the whole label preprocessing; writes ``output_json`` and ``<output_h5>_label.h5``.
+
+    Both also record the vocabulary fingerprint and ``max_length`` (an extra JSON key and HDF5
+    attributes: the original's readers ignore them) so that the data module can bind them.
+    """
+    if max_length < 1:
+        raise DataError(f"--max_length must be >= 1 (captions are truncated to it), got {max_length}")
+    if word_count_threshold < 0:
+        raise DataError(f"--word_count_threshold must be >= 0, got {word_count_threshold}")
     images = load_karpathy(input_json)
+    for out in (Path(output_json), Path(f"{output_h5}_label.h5")):  # fail before any work on an unwritable path
+        out.parent.mkdir(parents=True, exist_ok=True)
     vocab = build_vocab(images, word_count_threshold)
     wtoi = {w: i + 1 for i, w in enumerate(vocab)}
+    ix_to_word = {str(i + 1): w for i, w in enumerate(vocab)}
+    binding = {FINGERPRINT_KEY: vocab_fingerprint(ix_to_word), "max_length": max_length,
+               "word_count_threshold": word_count_threshold}
     arrays = encode_captions(images, wtoi, max_length)
-    with atomic_path(f"{output_h5}_label.h5") as tmp:
-        with h5py.File(tmp, "w") as f:
-            for name, arr in arrays.items():
-                f.create_dataset(name, data=arr)
     out_images = []
     for img in images:
         entry = {"split": img["split"], "file_path": os.path.join(img.get("filepath", ""), img["filename"]),
@@ -124,7 +134,12 @@ def prepro_labels(
             with Image.open(os.path.join(images_root, entry["file_path"])) as im:
                 entry["width"], entry["height"] = im.size
         out_images.append(entry)
-    info = {"ix_to_word": {str(i + 1): w for i, w in enumerate(vocab)}, "images": out_images}
+    with atomic_path(f"{output_h5}_label.h5") as tmp:
+        with h5py.File(tmp, "w") as f:
+            for name, arr in arrays.items():
+                f.create_dataset(name, data=arr)
+            f.attrs.update(binding)
+    info = {"ix_to_word": ix_to_word, "images": out_images, **binding}
     write_json(output_json, info)
     return {"vocab_size": len(vocab), "n_images": len(images), "n_captions": int(arrays["labels"].shape[0]),
             "n_unk_words": int(UNK in wtoi)}
@@ -166,12 +181,38 @@ def prepro_ngrams(input_json: str | os.PathLike, dict_json: str | os.PathLike, o
     if split not in ("train", "val", "test", "all"):
         raise DataError(f"--split must be one of train, val, test, all; got {split!r}")
     images = load_karpathy(input_json)
-    with open(dict_json, encoding="utf-8") as f:
-        ix_to_word = json.load(f)["ix_to_word"]
+    info = read_json(dict_json)
+    ix_to_word = info.get("ix_to_word") if isinstance(info, dict) else None
+    if not isinstance(ix_to_word, dict) or not ix_to_word:
+        raise DataError(f"{dict_json} has no 'ix_to_word' vocabulary; give the JSON of scripts/prepro_labels.py")
+    check_vocab_of(images, info, input_json, dict_json)
     wtoi = {w: int(i) for i, w in ix_to_word.items()}
     words_corpus, idxs_corpus = ngram_corpora(images, wtoi, split)
+    written = []
     for suffix, corpus in (("words", words_corpus), ("idxs", idxs_corpus)):
         df, ref_len = document_frequency(corpus)
-        write_pickle(f"{output_pkl}-{suffix}.p",
-                     {"document_frequency": {k: float(v) for k, v in df.items()}, "ref_len": ref_len})
+        written.append((f"{output_pkl}-{suffix}.p", {"document_frequency": {k: float(v) for k, v in df.items()},
+                                                    "ref_len": ref_len, "kind": suffix,
+                                                    FINGERPRINT_KEY: vocab_fingerprint(ix_to_word)}))
+    for path, obj in written:
+        write_pickle(path, obj)
     return len(words_corpus)
+
+
+def check_vocab_of(images: list[dict[str, Any]], info: dict[str, Any], input_json: str | os.PathLike,
+                   dict_json: str | os.PathLike) -> None:
+    """Refuse a vocabulary that was not built from ``images``: with a recorded ``word_count_threshold``
+    it must be exactly the one prepro_labels builds; without, every word must occur in the captions."""
+    ix_to_word = info["ix_to_word"]
+    threshold = info.get("word_count_threshold")
+    if isinstance(threshold, int) and not isinstance(threshold, bool):
+        expected = {str(i + 1): w for i, w in enumerate(build_vocab(images, threshold))}
+        if vocab_fingerprint(expected) != vocab_fingerprint(ix_to_word):
+            raise DataError(f"{dict_json} holds another vocabulary than prepro_labels builds from {input_json} "
+                            f"(word_count_threshold {threshold}); give the --dict_json made from this --input_json")
+        return
+    seen = {w for img in images for sent in img["sentences"] for w in sent["tokens"]}
+    foreign = [w for w in ix_to_word.values() if w not in seen and w != UNK]
+    if foreign:
+        raise DataError(f"{dict_json} has {len(foreign)} word(s) that never occur in {input_json}, e.g. "
+                        f"{foreign[:5]}; give the --dict_json made from this --input_json")

@@ -1,14 +1,14 @@
 """FineCapEval (and FineShapesEval) scoring of generated captions (``tools/eval_finecapeval.py``)."""
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
 
 from captioning.fineshapes.dataset import load_scenes
 from captioning.metrics import language_eval, load_finecapeval, score_finecapeval, truth_metrics
-from captioning.utils.io import write_json
+from captioning.cli import InputError
+from captioning.utils.io import read_json, write_json
 
 
 def read_generated(path: str | os.PathLike) -> dict[str, str]:
@@ -16,12 +16,11 @@ def read_generated(path: str | os.PathLike) -> dict[str, str]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"generated captions not found: {path}")
-    with open(path, encoding="utf-8") as f:
-        data = json.load(f)
+    data = read_json(path)
     if isinstance(data, dict) and "imgToEval" in data:
         data = {k: v["caption"] for k, v in data["imgToEval"].items()}
     if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
-        raise ValueError(f"{path}: expected a JSON object {{image id: caption}}")
+        raise InputError(f"{path}: expected a JSON object {{image id: caption}}")
     return {str(k): v for k, v in data.items()}
 
 

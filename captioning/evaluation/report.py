@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from captioning.data.features import open_features
+from clip.images import open_rgb
 from captioning.fineshapes.dataset import load_scenes
 from captioning.metrics import CLIPScorer, truth_metrics
 from captioning.metrics.language import refs_from_karpathy
@@ -104,7 +105,6 @@ def caption_grid(inp: ReportInputs, rows: dict[str, dict], path: Path, n: int = 
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from PIL import Image
 
     with open(inp.dataset_json, encoding="utf-8") as f:
         files = {str(im["cocoid"]): Path(inp.images_root) / im["filepath"] / im["filename"]
@@ -112,8 +112,7 @@ def caption_grid(inp: ReportInputs, rows: dict[str, dict], path: Path, n: int = 
     ids = sorted(next(iter(rows.values()))["captions"], key=int)[:n]
     fig, axes = plt.subplots(1, len(ids), figsize=(3.2 * len(ids), 4.6))
     for ax, i in zip(np.atleast_1d(axes), ids):
-        with Image.open(files[i]) as img:
-            ax.imshow(img.convert("RGB"))
+        ax.imshow(open_rgb(files[i]))
         ax.set_axis_off()
         text = "\n".join(f"{label}: {_wrap(r['captions'][i])}" for label, r in rows.items())
         ax.set_title(text, fontsize=6.5, loc="left", y=-0.02 - 0.09 * len(rows), wrap=True)

@@ -7,38 +7,46 @@ truncated to the CLIP context (the original crashed on long captions).
 """
 from __future__ import annotations
 
-import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
 import clip
+from clip.images import open_rgb
 from captioning.data.features import open_features
 from captioning.evaluation.finecapeval import read_generated
 from captioning.metrics import image_text_retrieval
-from captioning.utils.io import write_json
+from captioning.cli import InputError
+from captioning.utils.io import read_json, write_json
+
+MIN_PAIRS = 100  # fewer pairs than this give a warning
+
+
+def _images(input_json: str | os.PathLike) -> list[dict[str, Any]]:
+    info = read_json(input_json)
+    if not isinstance(info, dict) or not isinstance(info.get("images"), list):
+        raise InputError(f"{input_json}: expected a top-level 'images' list (a Karpathy or prepro_labels JSON)")
+    return info["images"]
 
 
 def first_gt_captions(input_json: str | os.PathLike, split: str = "test") -> dict[str, str]:
     """The first raw reference of every image of ``split`` in a Karpathy-format JSON (the ``--gt`` mode)."""
-    with open(input_json, encoding="utf-8") as f:
-        images = json.load(f)["images"]
+    images = _images(input_json)
     out = {str(im.get("cocoid", im.get("imgid"))): im["sentences"][0]["raw"].strip()
            for im in images if im["split"] == split}
     if not out:
-        raise ValueError(f"{input_json}: no images in split {split!r}")
+        raise InputError(f"{input_json}: no images in split {split!r}")
     return out
 
 
 def image_paths(input_json: str | os.PathLike, images_root: str | os.PathLike) -> dict[str, Path]:
     """Image id -> file, from a Karpathy JSON (filepath/filename) or a prepro_labels / FineCapEval JSON (file_path)."""
-    with open(input_json, encoding="utf-8") as f:
-        images = json.load(f)["images"]
+    images = _images(input_json)
     out = {}
     for im in images:
         key = str(im["cocoid"] if "cocoid" in im else im.get("id", im.get("imgid")))
@@ -55,11 +63,7 @@ def encode_images(model: clip.CLIP, paths: list[Path], batch_size: int = 64) -> 
     for start in range(0, len(paths), batch_size):
         batch = []
         for p in paths[start : start + batch_size]:
-            try:
-                with Image.open(p) as img:
-                    batch.append(preprocess(img))
-            except (OSError, ValueError) as e:
-                raise ValueError(f"cannot read image {p}: {e}") from None
+            batch.append(preprocess(open_rgb(p)))
         feats.append(model.encode_image(torch.stack(batch)).float())
     return F.normalize(torch.cat(feats), dim=-1)
 
@@ -81,16 +85,20 @@ def evaluate_retrieval(captions: dict[str, str], clip_model: str, image_features
         paths = image_paths(input_json, images_root)
         missing = [i for i in ids if i not in paths]
         if missing:
-            raise KeyError(f"{len(missing)} captioned image(s) are not in {input_json}, e.g. {missing[:5]}")
+            raise InputError(f"{len(missing)} captioned image(s) are not in {input_json}, e.g. {missing[:5]}")
         img = encode_images(model, [paths[i] for i in ids])
     else:
-        raise ValueError("give image_features, or input_json and images_root")
+        raise InputError("give image_features, or input_json and images_root")
     txt = clip.text_embeddings(model, [captions[i] for i in ids], truncate=True).cpu()
     if img.shape[1] != txt.shape[1]:
-        raise ValueError(f"image features have {img.shape[1]} dims but {clip_model} embeds text in {txt.shape[1]}; "
+        raise InputError(f"image features have {img.shape[1]} dims but {clip_model} embeds text in {txt.shape[1]}; "
                          "were they made with the same CLIP?")
     result = image_text_retrieval((img @ txt.T).numpy())
     result["n"] = len(ids)
+    if len(ids) < MIN_PAIRS:
+        result["warning"] = (f"only {len(ids)} image-caption pairs: recall over fewer than {MIN_PAIRS} pairs is coarse "
+                             "and not comparable with the paper's (5000 COCO test images)")
+        print(f"warning: {result['warning']}", file=sys.stderr)
     return result
 
 
@@ -107,11 +115,11 @@ def run(gen_caption_path: str | None, gt: bool, clip_model: str, image_features:
     """Read captions, evaluate, write the JSON; returns the result with its path."""
     if gt:
         if not input_json:
-            raise ValueError("--gt needs --input_json (a Karpathy-format data set)")
+            raise InputError("--gt needs --input_json (a Karpathy-format data set)")
         captions = first_gt_captions(input_json)
     else:
         if not gen_caption_path:
-            raise ValueError("give --gen_caption_path (eval_results/<id>_test.json) or --gt")
+            raise InputError("give --gen_caption_path (eval_results/<id>_test.json) or --gt")
         captions = read_generated(gen_caption_path)
     result = evaluate_retrieval(captions, clip_model, image_features, input_json, images_root, device)
     path = Path(output) if output else retrieval_output_path(gen_caption_path, gt)

@@ -37,15 +37,15 @@ PHRASE_SEP = "\\;"
 class FineShapesSpec:
     """Sizes and seed of a FineShapes world."""
 
-    seed: int = 123
-    image_size: int = 128
-    n_train: int = 7500
-    n_restval: int = 500
-    n_val: int = 500
-    n_test: int = 500
-    n_eval: int = 500
-    refs_per_image: int = 5
-    max_objects: int = 3
+    seed: int = 123  # random seed: the same seed draws the same world
+    image_size: int = 128  # side of the square images, in pixels
+    n_train: int = 7500  # images in the train split (at least 1)
+    n_restval: int = 500  # images in the restval split (trained on, as COCO's)
+    n_val: int = 500  # images in the val split
+    n_test: int = 500  # images in the test split
+    n_eval: int = 500  # images of FineShapesEval (the FineCapEval-format benchmark)
+    refs_per_image: int = 5  # reference captions per image
+    max_objects: int = 3  # most shapes in one image
 
     def count(self, split: str) -> int:
         return getattr(self, f"n_{split}")
@@ -58,11 +58,11 @@ class FineShapesPaths:
     Image paths in the JSON files are relative to ``images_dir.parent`` (the ``--images_root``).
     """
 
-    images_dir: Path = Path("datasets/FineShapes/images")
-    dataset_json: Path = Path("data/dataset_fineshapes.json")
-    eval_json: Path = Path("data/FineShapesEval.json")
-    eval_csv: Path = Path("data/FineShapesEval.csv")
-    scenes_json: Path = Path("data/fineshapes_scenes.json")
+    images_dir: Path = Path("datasets/FineShapes/images")  # folder of the PNG images
+    dataset_json: Path = Path("data/dataset_fineshapes.json")  # Karpathy-format captions and splits
+    eval_json: Path = Path("data/FineShapesEval.json")  # FineCapEval-format image list
+    eval_csv: Path = Path("data/FineShapesEval.csv")  # FineCapEval-format criteria
+    scenes_json: Path = Path("data/fineshapes_scenes.json")  # exact truth of every image
 
 
 def image_rng(seed: int, split: str, index: int) -> np.random.Generator:

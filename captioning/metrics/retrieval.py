@@ -3,9 +3,10 @@
 Follows the original ``tools/eval_clip_retrieval.compute_retrieval``: the rank of a query is the
 0-based position of its match when the row is sorted by decreasing similarity; R@K is the share
 (in %) of queries with rank < K, ``medr = floor(median rank) + 1``, ``meanr = mean rank + 1`` and
-``sum = R@1 + R@5 + R@10``. Ties are resolved in favour of the match (rank = number of items
-scored strictly higher); the original's ``np.argsort`` leaves tie order unspecified, which only
-matters for exactly equal similarities.
+``sum = R@1 + R@5 + R@10``. Ties are ranked pessimistically: the match is placed after every
+other item with the same similarity (rank = number of other items scored at least as high), so
+identical texts (e.g. all-empty captions) cannot score hits. The original's ``np.argsort``
+left tie order unspecified.
 """
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ def retrieval_ranks(sim) -> np.ndarray:
     if not np.isfinite(sim).all():
         raise ValueError("similarity matrix contains NaN or infinite values")
     matched = np.diagonal(sim)[:, None]
-    return (sim > matched).sum(axis=1)
+    return (sim >= matched).sum(axis=1) - 1
 
 
 def retrieval_metrics(sim) -> dict[str, float]:

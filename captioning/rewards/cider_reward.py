@@ -16,7 +16,9 @@ import numpy as np
 import torch
 from pycocoevalcap.bleu.bleu import Bleu
 
+from captioning.data.fingerprint import check_df
 from cider import CiderD, index_strings
+from cider.df_file import read_df_file
 
 
 def cider_df_path(cached_tokens: str, data_dir: str | os.PathLike = "data") -> Path:
@@ -46,7 +48,13 @@ def reference_strings(gts: Sequence[np.ndarray]) -> list[list[str]]:
 class CiderReward:
     """CIDEr-D (n = 4, sigma = 6) of token rows against label rows, scored by ``cider.CiderD``."""
 
-    def __init__(self, df: str | os.PathLike | Mapping):
+    def __init__(self, df: str | os.PathLike | Mapping, vocab: Mapping[str, str] | None = None):
+        """``df``: a df pickle path or its dict; with ``vocab`` (ix_to_word) the pickle must have been made
+        from it (its recorded fingerprint), and it must hold index n-grams, not words."""
+        if not isinstance(df, Mapping):
+            path = str(df)
+            df = read_df_file(path)
+            check_df(path, df, vocab)
         self.scorer = CiderD(df=df)
 
     def __call__(self, seq: torch.Tensor | np.ndarray, gts: Sequence[np.ndarray],

@@ -180,7 +180,7 @@ def build_self_critical_reward(cfg: Config, vocab: Mapping[str, str],
     r = cfg.reward
     terms = reward_terms(r)
     names = {t.name for t in terms}
-    cider = CiderReward(cider_df_path(cfg.data.cached_tokens)) if "CIDEr" in names else None
+    cider = CiderReward(cider_df_path(cfg.data.cached_tokens), vocab) if "CIDEr" in names else None
     if clip is None and names & {"CLIP-S", "RefCLIP-S", "grammar"}:
         clip = load_reward_clip(reward_clip_source(r))
     return SelfCriticalReward(terms, vocab, r.sc_baseline, cider=cider, clip=clip,

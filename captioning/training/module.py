@@ -17,7 +17,6 @@ reward CLIP is not part of the module's state.
 """
 from __future__ import annotations
 
-import json
 import math
 import time
 from pathlib import Path
@@ -29,6 +28,8 @@ import torch.distributed as dist
 from torch import Tensor
 
 from captioning.checkpoints import read_captioner_checkpoint
+from captioning.cli import InputError
+from captioning.utils.io import read_json
 from captioning.config import Config, config_from_dict
 from captioning.metrics import (
     CLIPScorer,
@@ -203,15 +204,7 @@ class CaptionerModule(pl.LightningModule):
     @torch.no_grad()
     def decode(self, att_feats: Tensor, att_masks: Tensor | None, full_logprobs: bool = False) -> DecodeOutput:
         """Decode with the config's evaluation settings (greedy, beam size 1 by default)."""
-        d = self.cfg.decode
-        common = dict(max_length=self.cfg.model.max_length, decoding_constraint=bool(d.decoding_constraint),
-                      bad_ending_ids=self.bad_ids, block_trigrams=bool(d.block_trigrams),
-                      return_full_logprobs=full_logprobs)
-        if d.beam_size > 1:
-            return beam_search(self.model, att_feats, att_masks, beam_size=d.beam_size, group_size=d.group_size,
-                               sample_n=d.sample_n if d.sample_n > 1 else 1, length_penalty=d.length_penalty,
-                               temperature=d.temperature, unk_idx=self.unk_idx if d.suppress_UNK else None, **common)
-        return sample(self.model, att_feats, att_masks, method=d.sample_method, temperature=d.temperature, **common)
+        return decode_configured(self.model, self.vocab, self.cfg, att_feats, att_masks, full_logprobs)
 
     def _eval_step(self, batch: dict[str, Any], split: str) -> None:
         b = batch["att_feats"].size(0)
@@ -326,13 +319,38 @@ def _mean(values) -> float:
     return sum(values) / len(values) if values else float("nan")
 
 
-class CheckpointError(ValueError):
+@torch.no_grad()
+def decode_configured(model: TransformerCaptioner, vocab: dict[str, str], cfg: Config, att_feats: Tensor,
+                      att_masks: Tensor | None, full_logprobs: bool = False) -> DecodeOutput:
+    """Decode with ``cfg.decode`` (beam size, sampling, ``suppress_UNK``, ``block_trigrams``,
+    ``remove_bad_endings``, ...): the one decoding of validation, test, and ``tools/caption.py``."""
+    d = cfg.decode
+    words = list(vocab.values())
+    unk_idx = len(words) if words and words[-1] == "UNK" else None
+    common = dict(max_length=cfg.model.max_length, decoding_constraint=bool(d.decoding_constraint),
+                  bad_ending_ids=bad_ending_ids(vocab) if d.remove_bad_endings else None,
+                  block_trigrams=bool(d.block_trigrams), return_full_logprobs=full_logprobs)
+    if d.beam_size > 1:
+        return beam_search(model, att_feats, att_masks, beam_size=d.beam_size, group_size=d.group_size,
+                           sample_n=d.sample_n if d.sample_n > 1 else 1, length_penalty=d.length_penalty,
+                           temperature=d.temperature, unk_idx=unk_idx if d.suppress_UNK else None, **common)
+    return sample(model, att_feats, att_masks, method=d.sample_method, temperature=d.temperature, **common)
+
+
+class CheckpointError(InputError):
     """A checkpoint does not fit the data or the configured model."""
 
 
 def checkpoint_vocab(path: str | Path) -> dict[str, str]:
     """The vocabulary stored in a captioner checkpoint (ours or the original's)."""
     return read_captioner_checkpoint(path)[1]
+
+
+def check_checkpoint_vocab(path: str | Path, vocab: dict[str, str], data_vocab: dict[str, str]) -> None:
+    """Refuse a checkpoint trained with another vocabulary than the data's."""
+    if vocab != data_vocab:
+        raise CheckpointError(f"{path} was trained with a different vocabulary ({len(vocab)} words) than the data's "
+                              f"({len(data_vocab)} words); use the cocotalk.json it was trained with")
 
 
 def load_weights(module: CaptionerModule, path: str | Path) -> None:
@@ -342,9 +360,7 @@ def load_weights(module: CaptionerModule, path: str | Path) -> None:
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     state, vocab, _ = read_captioner_checkpoint(path)
-    if vocab != module.vocab:
-        raise CheckpointError(f"{path} was trained with a different vocabulary ({len(vocab)} words) than the data's "
-                         f"({len(module.vocab)} words); use the cocotalk.json it was trained with")
+    check_checkpoint_vocab(path, vocab, module.vocab)
     try:
         module.model.load_state_dict(state, strict=True)
     except RuntimeError as e:
@@ -353,8 +369,8 @@ def load_weights(module: CaptionerModule, path: str | Path) -> None:
 
 def read_vocab(input_json: str) -> dict[str, str]:
     """``ix_to_word`` of a prepro_labels JSON."""
-    with open(input_json, encoding="utf-8") as f:
-        vocab = json.load(f).get("ix_to_word")
+    info = read_json(input_json)
+    vocab = info.get("ix_to_word") if isinstance(info, dict) else None
     if not vocab:
-        raise ValueError(f"{input_json} has no ix_to_word vocabulary (run scripts/prepro_labels.py)")
+        raise InputError(f"{input_json} has no ix_to_word vocabulary (run scripts/prepro_labels.py)")
     return vocab

@@ -53,11 +53,12 @@ import torch
 from pytorch_lightning.callbacks import LearningRateMonitor
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 
+from captioning.cli import entry_point
 from captioning.config import Config, ConfigError, parse_args, save_config
-from captioning.data.dataset import CaptionDataModule, DatasetError, data_paths_from_config
-from captioning.data.features import FeatureError
+from captioning.data.dataset import CaptionDataModule, data_paths_from_config
 from captioning.training.checkpoint_io import AtomicCheckpointIO
-from captioning.training.module import CaptionerModule, CheckpointError, load_weights, read_vocab
+from captioning.training.module import CaptionerModule, load_weights, read_vocab
+from captioning.training.preflight import check_inputs
 from captioning.training.runs import (
     RunError,
     RunLock,
@@ -164,11 +165,7 @@ def check_writable(*folders: Path) -> str | None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run; a bad input (config, data, features, checkpoint) ends with one ``error:`` line and exit status 2."""
-    try:
-        return _main(argv)
-    except (ConfigError, DatasetError, FeatureError, FileNotFoundError, CheckpointError, RunError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return entry_point(_main)(argv)
 
 
 def _main(argv: list[str] | None = None) -> int:
@@ -197,6 +194,7 @@ def _main(argv: list[str] | None = None) -> int:
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return 2
+    check_inputs(cfg, evaluate, ckpt_dir / f"{cfg.train.id}-last.ckpt")
     vocab = read_vocab(cfg.data.input_json)
     module = CaptionerModule(cfg.to_flat_dict(), vocab)
     data = build_data(cfg)

@@ -29,13 +29,15 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Checkpoint, ModelCheckpoint
 
+from captioning.cli import InputError
+
 
 # One run per id is enforced by claim_run_id, so Lightning's warning about files in the folder (ours:
 # the lock, the config, a resumed run's checkpoints) says nothing.
 warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
 
 
-class RunError(ValueError):
+class RunError(InputError):
     """A run cannot start as asked (an existing id, a lock held, a checkpoint that does not fit)."""
 
 

@@ -10,6 +10,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from captioning.cli import InputError
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
@@ -41,6 +43,15 @@ def _read_umask() -> int:
 
 
 _UMASK = _read_umask()
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """Parse a JSON file; a file that is not valid JSON (truncated, binary) is an error naming it."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise InputError(f"{path} is not a valid JSON file ({e}); is it truncated? Write it again") from None
 
 
 def write_json(path: str | os.PathLike, obj: Any, indent: int | None = None) -> None:
