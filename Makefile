@@ -14,9 +14,9 @@ DEMO_FLAGS := $(if $(filter 1,$(FORCE)),--force,)
 
 venv: $(STAMP)
 
-$(STAMP): requirements.txt pyproject.toml
+$(STAMP): requirements.txt requirements-test.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install "$(TORCH_SPEC)" -r requirements.txt "pytest>=7"
+	$(PY) -m pip install "$(TORCH_SPEC)" -r requirements.txt -r requirements-test.txt
 	$(PY) -m pip install --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
