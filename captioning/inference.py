@@ -15,10 +15,11 @@ from typing import Any
 
 import torch
 from PIL import Image
+from tqdm import tqdm
 
 import clip
 from captioning.checkpoints import read_captioner_checkpoint
-from captioning.config import config_from_dict
+from captioning.config import Config, config_from_dict
 from captioning.models import beam_search, decode_sequence, sample
 from captioning.training.module import build_captioner
 
@@ -50,6 +51,7 @@ class Captioner:
         self.clip = clip_model.to(device).eval()
         self.preprocess = clip.transforms.grid_preprocess(resolution, keep_aspect=keep_aspect)
         self.beam_size, self.max_length, self.device = beam_size, max_length, torch.device(device)
+        self.config: Config | None = None  # the checkpoint's configuration (from_checkpoint)
 
     @classmethod
     def from_checkpoint(cls, ckpt_path: str | os.PathLike, clip_model: str | None = None, resolution: int | None = None,
@@ -63,8 +65,10 @@ class Captioner:
         model = build_captioner(cfg, len(vocab))
         model.load_state_dict(state, strict=True)
         feature_clip, _ = clip.load(clip_model or cfg.data.feature_clip_model, device=device)
-        return cls(model, vocab, feature_clip, resolution or cfg.data.feature_resolution, beam_size=beam_size,
-                   max_length=cfg.model.max_length, device=device, **kwargs)
+        captioner = cls(model, vocab, feature_clip, resolution or cfg.data.feature_resolution, beam_size=beam_size,
+                        max_length=cfg.model.max_length, device=device, **kwargs)
+        captioner.config = cfg
+        return captioner
 
     @torch.inference_mode()
     def features(self, images: list[ImageLike]) -> torch.Tensor:
@@ -74,13 +78,15 @@ class Captioner:
         return grid.flatten(2).transpose(1, 2)
 
     @torch.inference_mode()
-    def caption(self, images: list[ImageLike], batch_size: int = 16) -> list[str]:
-        """One caption per image (greedy, or beam search with ``beam_size`` > 1)."""
+    def caption(self, images: list[ImageLike], batch_size: int = 16, beam_size: int | None = None,
+                progress: bool = False) -> list[str]:
+        """One caption per image (greedy, or beam search with ``beam_size`` > 1; default: the captioner's)."""
+        beam_size = beam_size or self.beam_size
         out: list[str] = []
-        for start in range(0, len(images), batch_size):
+        for start in tqdm(range(0, len(images), batch_size), desc="captioning", unit="batch", disable=not progress):
             feats = self.features(images[start : start + batch_size])
-            if self.beam_size > 1:
-                seq = beam_search(self.model, feats, None, beam_size=self.beam_size, max_length=self.max_length).seq
+            if beam_size > 1:
+                seq = beam_search(self.model, feats, None, beam_size=beam_size, max_length=self.max_length).seq
             else:
                 seq = sample(self.model, feats, None, method="greedy", max_length=self.max_length).seq
             out += decode_sequence(self.vocab, seq)

@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         files = expand(args.images)
         captioner = Captioner.from_checkpoint(args.ckpt, args.clip_model, args.resolution, args.beam_size, args.device)
-        captions = captioner.caption(files)
+        captions = captioner.caption(files, progress=len(files) > 1)
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
