@@ -1,8 +1,10 @@
-# Two entry points: `make demo` (the full FineShapes pipeline) and `make test`.
-# Both bootstrap a virtual environment in .venv on first use.
+# Entry points: `make demo` (the full FineShapes pipeline), `make app` (the web demo, after `make demo`)
+# and `make test`.
+# All bootstrap a virtual environment in .venv on first use.
 #   TORCH_SPEC   torch requirement installed in the same pip command as the rest
 #                (CUDA users: e.g. TORCH_SPEC="torch==2.13.0" with --index-url via PIP_INDEX_URL).
 #   FORCE=1      re-run demo stages whose outputs already exist.
+#   APP_FLAGS    options of tools/app.py for `make app` (e.g. APP_FLAGS="--port 8080 --ckpt my.ckpt").
 PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
@@ -10,7 +12,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_FLAGS := $(if $(filter 1,$(FORCE)),--force,)
 
-.PHONY: demo test venv clean-demo
+.PHONY: demo test app venv clean-demo
 
 venv: $(STAMP)
 
@@ -22,6 +24,9 @@ $(STAMP): requirements.txt requirements-test.txt pyproject.toml
 
 demo: $(STAMP)
 	$(PY) tools/demo.py $(DEMO_FLAGS)
+
+app: $(STAMP)
+	$(PY) tools/app.py $(APP_FLAGS)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
