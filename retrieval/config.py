@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Optional
 
 from captioning.config import FlatConfig
+from captioning.training.loggers import check_loggers
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 TASKS = ("grammar", "pretrain")
@@ -93,6 +94,9 @@ class RetrievalTrainConfig:
     num_nodes: int = 1
     strategy: str = "auto"
     losses_log_every: int = 25
+    loggers: list[str] = field(default_factory=lambda: ["csv"])  # any of csv, tensorboard, wandb
+    wandb_project: str = "clip-caption-reward-retrieval"  # loggers: [wandb]; the run name is --id
+    wandb_entity: Optional[str] = None
     val_every_epochs: int = 1
     eval_resolutions: str = ""  # pretrain evaluation: also probe these input sizes, e.g. "96,128,192"
 
@@ -130,6 +134,7 @@ def config_path(cfg: str) -> str:
 def validate(cfg: RetrievalConfig) -> None:
     """Reject inconsistent settings with one clear message."""
     t, d, m, o = cfg.train, cfg.data, cfg.model, cfg.optim
+    check_loggers(t.loggers)
     if t.task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}, got {t.task!r}")
     if o.optim != "adamw":

@@ -102,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("image_dir", help="folder of images, the file stems being the image ids")
     parser.add_argument("--references_json", default=None, help="references JSON mapping image id -> [references]")
     parser.add_argument("--compute_other_ref_metrics", nargs="?", const=1, default=1, type=int,
-                        help="with references, also print BLEU-1..4, METEOR, ROUGE, CIDER, SPICE (1, default) or not (0)")
+                        help="with references, also print BLEU-1..4, METEOR, ROUGE, CIDER, SPICE (1, default) "
+                        "or not (0)")
     parser.add_argument("--save_per_instance", default=None, help="write per-image scores to this .json file")
     parser.add_argument("--clip_model", default="ViT-B/32", help="a CLIP name or file (clip.load; default ViT-B/32)")
     parser.add_argument("--batch_size", type=int, default=64)
