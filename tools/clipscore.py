@@ -23,12 +23,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 import clip
-from captioning.inference import open_image
+from captioning.evaluation.retrieval import encode_images
 from captioning.metrics import CLIPScorer, language_eval
-from retrieval.grammar_clip import GrammarCLIP, load_grammar_clip
+from retrieval.grammar_clip import load_grammar_clip
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tiff")
 OTHER_METRICS = (("Bleu_1", "BLEU-1"), ("Bleu_2", "BLEU-2"), ("Bleu_3", "BLEU-3"), ("Bleu_4", "BLEU-4"),
@@ -44,16 +43,6 @@ def image_files(image_dir: str | Path) -> list[Path]:
     if not files:
         raise FileNotFoundError(f"no {'/'.join(IMAGE_SUFFIXES)} files in {folder}")
     return files
-
-
-def encode_images(model: GrammarCLIP, files: list[Path], batch_size: int, progress: bool = True) -> torch.Tensor:
-    """(N, D) L2-normalised CLIP image embeddings, preprocessed as the CLIP-S features are."""
-    preprocess = clip.transforms.clip_preprocess(model.clip.visual.input_resolution)
-    out = []
-    for start in tqdm(range(0, len(files), batch_size), desc="images", unit="batch", disable=not progress):
-        batch = torch.stack([preprocess(open_image(f)) for f in files[start : start + batch_size]])
-        out.append(clip.image_embeddings(model.clip, batch, batch_size=batch_size))
-    return torch.cat(out)
 
 
 def _read_json(path: str, what: str) -> dict:
@@ -83,7 +72,7 @@ def score(candidates: dict[str, str], image_dir: str | Path, references: dict | 
     if references is not None:
         refs = [[r] if isinstance(r, str) else list(r) for r in _pick(references, ids, "references JSON")]
     model = load_grammar_clip(clip_model, device=device)
-    images = encode_images(model, files, batch_size, progress)
+    images = encode_images(model.clip, files, batch_size, progress)
 
     def encode_text(texts: list[str]) -> torch.Tensor:
         return model.text_features(model.tokenize(texts))[1]

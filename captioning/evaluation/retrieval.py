@@ -16,6 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from tqdm import tqdm
 
 import clip
 from captioning.data.features import open_features
@@ -48,11 +49,11 @@ def image_paths(input_json: str | os.PathLike, images_root: str | os.PathLike) -
 
 
 @torch.inference_mode()
-def encode_images(model: clip.CLIP, paths: list[Path], batch_size: int = 64) -> torch.Tensor:
-    """L2-normalised CLIP image embeddings with CLIP's own preprocessing."""
+def encode_images(model: clip.CLIP, paths: list[Path], batch_size: int = 64, progress: bool = True) -> torch.Tensor:
+    """L2-normalised CLIP image embeddings with CLIP's own preprocessing (as the CLIP-S features)."""
     preprocess = clip.transforms.clip_preprocess(model.config["image_resolution"])
     feats = []
-    for start in range(0, len(paths), batch_size):
+    for start in tqdm(range(0, len(paths), batch_size), desc="encoding images", unit="batch", disable=not progress):
         batch = []
         for p in paths[start : start + batch_size]:
             try:
@@ -60,7 +61,7 @@ def encode_images(model: clip.CLIP, paths: list[Path], batch_size: int = 64) -> 
                     batch.append(preprocess(img))
             except (OSError, ValueError) as e:
                 raise ValueError(f"cannot read image {p}: {e}") from None
-        feats.append(model.encode_image(torch.stack(batch)).float())
+        feats.append(model.encode_image(torch.stack(batch).to(model.positional_embedding.device)).float())
     return F.normalize(torch.cat(feats), dim=-1)
 
 
