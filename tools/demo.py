@@ -129,7 +129,9 @@ def stages(retrain_clip: bool, smoke: bool = False) -> list[Stage]:
                      [GRAMMAR], scratch=("retrieval/save/fineshapes_grammar",)))
     for label, run_id, cfg in RUNS:
         out += model_stages(label, run_id, cfg, smoke)
-    out.append(Stage("report", [PY, "tools/make_report.py"], ["demo/report.md"]))
+    out.append(Stage("report", [PY, "tools/make_report.py", "--runs", ",".join(run_id for _, run_id, _ in RUNS),
+                            "--labels", ",".join(label for label, _, _ in RUNS), "--timings", "demo/timings.json"],
+                     ["demo/report.md"]))
     return out
 
 
