@@ -21,6 +21,7 @@ import torch
 from tqdm import tqdm
 
 from captioning.data.features import open_features
+from captioning.evaluation.claims import ROLES, check_claims, claims_markdown
 from captioning.fineshapes.dataset import load_scenes
 from captioning.metrics import CLIPScorer, truth_metrics
 from captioning.metrics.language import refs_from_karpathy
@@ -220,8 +221,11 @@ def build_report(inp: ReportInputs, out_dir: str = "demo") -> Path:
     grid = caption_grid(inp, rows, out / "captions.png")
     training_curves(inp, out / "curves.png")
     timings = _read_json(Path(inp.timings_json)) if inp.timings_json and Path(inp.timings_json).is_file() else {}
-    write_json(out / "report.json", {label: {k: v for k, v in r.items() if k != "captions"} for label, r in rows.items()},
-               indent=2)
+    checks = check_claims(rows) if set(ROLES) <= set(rows) else []
+    numbers: dict[str, Any] = {label: {k: v for k, v in r.items() if k != "captions"} for label, r in rows.items()}
+    if checks:
+        numbers["paper_claims"] = [c.to_json() for c in checks]
+    write_json(out / "report.json", numbers, indent=2)
     lines = [
         f"# {inp.title}",
         "",
@@ -238,6 +242,8 @@ def build_report(inp: ReportInputs, out_dir: str = "demo") -> Path:
         "![training curves](curves.png)",
         "",
     ]
+    if checks:
+        lines += ["## The paper's claims, computed from this table", "", claims_markdown(checks), ""]
     if timings:
         lines += ["## Time per stage", "", "| stage | seconds |", "|---|---:|"]
         lines += [f"| {k} | {v:.1f} |" for k, v in timings.get("stages_s", {}).items()]
