@@ -188,6 +188,7 @@ def build_ui(demo: CaptionDemo):
                 results = gr.HTML(elem_id="captions")
         upload.change(demo.page, [upload, beam], [preview, results])
         button.click(demo.page, [upload, beam], [preview, results])
+        beam.release(demo.page, [upload, beam], [preview, results])
     return ui
 
 
@@ -208,7 +209,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     checkpoints = [] if args.no_demo_models else default_checkpoints(args.save_dir)
     for item in args.ckpt:
-        label, _, path = item.rpartition("=") if "=" in item else (Path(item).stem, "", item)
+        named = "=" in item and not Path(item).is_file()
+        label, _, path = item.partition("=") if named else (Path(item).stem, "", item)
         if not Path(path).is_file():
             print(f"error: checkpoint not found: {path}", file=sys.stderr)
             return 2
