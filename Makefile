@@ -1,8 +1,10 @@
-# Two entry points: `make demo` (the full FineShapes pipeline) and `make test`.
-# Both bootstrap a virtual environment in .venv on first use.
+# Entry points: `make demo` (the full FineShapes pipeline), `make app` (the web demo, after `make demo`)
+# and `make test`.
+# All bootstrap a virtual environment in .venv on first use.
 #   TORCH_SPEC   torch requirement installed in the same pip command as the rest
 #                (CUDA users: e.g. TORCH_SPEC="torch==2.13.0" with --index-url via PIP_INDEX_URL).
 #   FORCE=1      re-run demo stages whose outputs already exist.
+#   APP_FLAGS    options of tools/app.py for `make app` (e.g. APP_FLAGS="--port 8080 --ckpt my.ckpt").
 PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
@@ -10,18 +12,21 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_FLAGS := $(if $(filter 1,$(FORCE)),--force,)
 
-.PHONY: demo test test-fast venv clean-demo
+.PHONY: demo test test-fast app venv clean-demo
 
 venv: $(STAMP)
 
-$(STAMP): requirements.txt pyproject.toml
+$(STAMP): requirements.txt requirements-test.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install "$(TORCH_SPEC)" -r requirements.txt "pytest>=7"
+	$(PY) -m pip install "$(TORCH_SPEC)" -r requirements.txt -r requirements-test.txt
 	$(PY) -m pip install --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
 demo: $(STAMP)
 	$(PY) tools/demo.py $(DEMO_FLAGS)
+
+app: $(STAMP)
+	$(PY) tools/app.py $(APP_FLAGS)
 
 test: $(STAMP)
 	$(PY) -m pytest -q

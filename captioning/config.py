@@ -269,6 +269,9 @@ class TrainConfig:
     eval_clipscore: bool = False  # CLIP-S / RefCLIP-S at val/test without the CLIP-S reward (loads clip_vis_feats)
     losses_log_every: int = 25
     """log the losses every this many steps"""
+    loggers: list[str] = field(default_factory=lambda: ["csv", "tensorboard"])  # any of csv, tensorboard, wandb
+    wandb_project: str = "clip-caption-reward"  # loggers: [wandb]; the run name is --id
+    wandb_entity: Optional[str] = None  # loggers: [wandb]; None: your default entity
     val_split: str = "val"
     """split validated on"""
 
@@ -420,6 +423,13 @@ def coerce(value: Any, typ: Any, key: str, source: str = "<code>") -> Any:
 
     def fail() -> ConfigError:
         return ConfigError(f"{source}: key {key!r} expects {typ.__name__}, got {value!r} ({type(value).__name__})")
+
+    if origin is list:
+        if isinstance(value, str):  # a command line: "csv,wandb" or "[csv, wandb]"
+            value = value.strip().strip("[]").replace(",", " ").split()
+        if not isinstance(value, (list, tuple)):
+            raise fail()
+        return [coerce(v, typing.get_args(typ)[0], key, source) for v in value]
 
     if typ is bool:
         if isinstance(value, bool):

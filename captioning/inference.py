@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 from PIL import Image
+from tqdm import tqdm
 
 import clip
 from clip.images import open_rgb, to_rgb
@@ -86,11 +87,19 @@ class Captioner:
         return grid.flatten(2).transpose(1, 2)
 
     @torch.inference_mode()
-    def caption(self, images: list[ImageLike], batch_size: int = 16) -> list[str]:
-        """One caption per image, decoded with the checkpoint's decoding settings."""
+    def caption(self, images: list[ImageLike], batch_size: int = 16, beam_size: int | None = None,
+                progress: bool = False) -> list[str]:
+        """One caption per image, decoded with the checkpoint's decoding settings (``beam_size`` overrides
+        its beam size for this call)."""
+        cfg = self.cfg
+        if beam_size is not None:
+            if beam_size < 1:
+                raise InputError(f"beam_size must be >= 1, got {beam_size}")
+            cfg = copy.deepcopy(self.cfg)
+            cfg.decode.beam_size = beam_size
         out: list[str] = []
-        for start in range(0, len(images), batch_size):
+        for start in tqdm(range(0, len(images), batch_size), desc="captioning", unit="batch", disable=not progress):
             feats = self.features(images[start : start + batch_size])
-            seq = decode_configured(self.model, self.vocab, self.cfg, feats, None).seq
-            out += decode_sequence(self.vocab, seq, remove_bad_endings=bool(self.cfg.decode.remove_bad_endings))
+            seq = decode_configured(self.model, self.vocab, cfg, feats, None).seq
+            out += decode_sequence(self.vocab, seq, remove_bad_endings=bool(cfg.decode.remove_bad_endings))
         return out

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import ClassVar, Optional
 
 from captioning.config import FlatConfig
+from captioning.training.loggers import check_loggers
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 TASKS = ("grammar", "pretrain")
@@ -125,6 +126,9 @@ class RetrievalTrainConfig:
     """Lightning strategy, e.g. ddp"""
     losses_log_every: int = 25
     """log the losses every this many steps"""
+    loggers: list[str] = field(default_factory=lambda: ["csv"])  # any of csv, tensorboard, wandb
+    wandb_project: str = "clip-caption-reward-retrieval"  # loggers: [wandb]; the run name is --id
+    wandb_entity: Optional[str] = None  # loggers: [wandb]; None: your default entity
     val_every_epochs: int = 1
     """validate every this many epochs"""
     eval_resolutions: str = ""  # pretrain evaluation: also probe these input sizes, e.g. "96,128,192"
@@ -174,6 +178,7 @@ def config_path(cfg: str) -> str:
 def validate(cfg: RetrievalConfig) -> None:
     """Reject inconsistent settings with one clear message."""
     t, d, m, o = cfg.train, cfg.data, cfg.model, cfg.optim
+    check_loggers(t.loggers)
     if t.task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}, got {t.task!r}")
     if o.optim != "adamw":

@@ -34,13 +34,13 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import LearningRateMonitor
-from pytorch_lightning.loggers import CSVLogger
 
 import clip
 from captioning.config import ConfigError, parse_args, save_config
 from captioning.data.features import open_features
 from captioning.fineshapes.dataset import load_scenes
 from captioning.training.checkpoint_io import AtomicCheckpointIO
+from captioning.training.loggers import build_loggers
 from captioning.training.module import read_vocab
 from captioning.training.runs import (
     RunError,
@@ -83,7 +83,7 @@ def build_trainer(cfg: RetrievalConfig, ckpt_dir: Path) -> pl.Trainer:
         gradient_clip_val=cfg.optim.clip_grad_norm or None,
         log_every_n_steps=t.losses_log_every,
         callbacks=[*callbacks, LearningRateMonitor(logging_interval="step")],
-        logger=CSVLogger(save_dir=str(ckpt_dir), name="logs"),
+        logger=build_loggers(t.id, ckpt_dir, t.loggers, t.wandb_project, t.wandb_entity),
         plugins=[AtomicCheckpointIO()],
         num_sanity_val_steps=0,
         check_val_every_n_epoch=t.val_every_epochs,

@@ -32,7 +32,7 @@ def test_smoke_pipeline_writes_the_whole_report(tmp_path):
     # undefined, "–", when a barely trained model states no parseable fact)
     assert all("–" not in row.split("|")[2:11] for row in rows), rows
     numbers = json.loads((demo / "report.json").read_text())
-    assert set(numbers) == set(LABELS)
+    assert set(numbers) == {*LABELS, "paper_claims"} and len(numbers["paper_claims"]) == 6
     for label in LABELS:
         for key in ("CIDEr", "CLIP-S", "R@1", "parse_rate", "grammar", "relation", "recall_all"):
             assert isinstance(numbers[label][key], float), (label, key)

@@ -75,3 +75,22 @@ def test_random_full_descriptions_are_perfect():
     m = truth_metrics({i: full_description(s, rng) for i, s in scenes.items()}, scenes)
     for cat in ("object", "color", "size", "relation", "background", "all"):
         assert m[f"precision_{cat}"] == 1.0 and m[f"recall_{cat}"] == 1.0, cat
+
+
+def test_claims_are_the_facts_counted_as_stated_and_true():
+    from collections import Counter
+
+    from captioning.metrics.truth import caption_claims
+
+    claims = caption_claims("a blue circle right of a square on the sand", SCENE)
+    assert [(c.category, c.text, c.true) for c in claims] == [
+        ("object", "circle", True), ("color", "blue", False), ("object", "square", True),
+        ("relation", "blue circle right of square", False), ("background", "sand", False)]
+    assert caption_claims("circle circle the on", SCENE) is None
+    rng = np.random.default_rng(3)
+    captions = ["two shapes on grass", "a small red circle left of a large blue square", full_description(SCENE)]
+    for caption, scene in [(c, SCENE) for c in captions] + [(full_description(s), sample_scene(rng))
+                                                          for s in (sample_scene(rng) for _ in range(20))]:
+        facts, claims = caption_facts(caption, scene), caption_claims(caption, scene)
+        assert Counter(c.category for c in claims) == +facts["stated"]
+        assert Counter(c.category for c in claims if c.true) == +facts["true"]

@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     Image.MAX_IMAGE_PIXELS = args.max_image_pixels
     files = expand(args.images)
     captioner = Captioner.from_checkpoint(args.ckpt, args.clip_model, args.resolution, args.beam_size, args.device)
-    captions = captioner.caption(files)
+    captions = captioner.caption(files, progress=len(files) > 1)
     for f, c in zip(files, captions):
         print(f"{f}\t{c}")
     if args.json:

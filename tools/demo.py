@@ -22,16 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from captioning.cli import ArgumentParser, entry_point
+from captioning.fineshapes.demo_runs import DEMO_RUNS as RUNS
 from captioning.utils.io import write_json
 
 PY = sys.executable
 CLIP = "retrieval/pretrained/fineshapes_clip.pt"
 GRAMMAR = "retrieval/save/fineshapes_grammar/fineshapes_grammar.pt"
-RUNS = (("MLE", "fineshapes_mle", "configs/phase1/fineshapes_mle.yml"),
-        ("CIDEr", "fineshapes_cider", "configs/phase2/fineshapes_cider.yml"),
-        ("CLIP-S", "fineshapes_clips", "configs/phase2/fineshapes_clips.yml"),
-        ("CLIP-S+CIDEr", "fineshapes_cider_clips", "configs/phase2/fineshapes_cider_clips.yml"),
-        ("CLIP-S+Grammar", "fineshapes_clips_grammar", "configs/phase2/fineshapes_clips_grammar.yml"))
 MLE_CKPT = "save/fineshapes_mle/fineshapes_mle-last.ckpt"
 
 
@@ -134,7 +130,9 @@ def stages(retrain_clip: bool, smoke: bool = False) -> list[Stage]:
                      [GRAMMAR], scratch=("retrieval/save/fineshapes_grammar",)))
     for label, run_id, cfg in RUNS:
         out += model_stages(label, run_id, cfg, smoke)
-    out.append(Stage("report", [PY, "tools/make_report.py"], ["demo/report.md"]))
+    out.append(Stage("report", [PY, "tools/make_report.py", "--runs", ",".join(run_id for _, run_id, _ in RUNS),
+                            "--labels", ",".join(label for label, _, _ in RUNS), "--timings", "demo/timings.json"],
+                     ["demo/report.md"]))
     return out
 
 

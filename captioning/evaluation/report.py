@@ -18,8 +18,10 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from captioning.data.features import open_features
+from captioning.evaluation.claims import ROLES, check_claims, claims_markdown
 from clip.images import open_rgb
 from captioning.fineshapes.dataset import load_scenes
 from captioning.metrics import CLIPScorer, truth_metrics
@@ -44,45 +46,66 @@ class ReportInputs:
 
     runs: tuple[tuple[str, str], ...]          # (row label, run id)
     dataset_json: str                          # Karpathy JSON (references, image files)
-    scenes_json: str                           # FineShapes truth
-    clip_model: str                            # CLIP for CLIP-S / RefCLIP-S
-    clipscore_features: str                    # CLIP-S image embeddings of the test images
+    scenes_json: str | None                    # FineShapes truth (None: no truth columns)
+    clip_model: str | None                     # CLIP for CLIP-S / RefCLIP-S
+    clipscore_features: str | None             # CLIP-S image embeddings of the split's images
     grammar_clip: str | None                   # grammar CLIP (head) for the grammar score
     images_root: str = "datasets/FineShapes"
     eval_dir: str = "eval_results"
     finecapeval_dir: str = "FineCapEval_results"
     save_dir: str = "save"
-    timings_json: str | None = "demo/timings.json"
+    timings_json: str | None = None            # the demo's stage times
+    split: str = "test"
+    title: str = "FineShapes reproduction of *Fine-grained Image Captioning with CLIP Reward*"
 
 
 def _read_json(path: Path) -> dict[str, Any]:
     if not path.is_file():
-        raise FileNotFoundError(f"report input missing: {path} (run `make demo` to produce it)")
+        raise FileNotFoundError(f"report input missing: {path} (evaluate the run first; `make demo` for the demo)")
     with open(path, encoding="utf-8") as f:
         return json.load(f)
 
 
-def model_row(inp: ReportInputs, run_id: str, scenes: dict, refs: dict, scorer: CLIPScorer, img_feats,
-              grammar: RewardCLIP | None) -> dict:
-    """Every number of one table row, plus the test captions."""
-    results = _read_json(Path(inp.eval_dir) / f"{run_id}_test.json")
+def _optional_json(path: Path) -> dict[str, Any] | None:
+    return _read_json(path) if path.is_file() else None
+
+
+def sort_ids(ids) -> list[str]:
+    """Image ids in numeric order when they are numbers (COCO, FineShapes), else by name."""
+    return sorted(ids, key=lambda i: (0, int(i), "") if str(i).isdigit() else (1, 0, str(i)))
+
+
+def model_row(inp: ReportInputs, run_id: str, scenes: dict | None, refs: dict, scorer: CLIPScorer | None,
+              img_feats, grammar: RewardCLIP | None) -> dict:
+    """Every number of one table row, plus the captions."""
+    results = _read_json(Path(inp.eval_dir) / f"{run_id}_{inp.split}.json")
     captions = {str(k): v["caption"] for k, v in results["imgToEval"].items()}
-    ids = sorted(captions, key=int)
-    row: dict[str, Any] = {k: results["overall"].get(k) for k in ("Bleu_4", "METEOR", "ROUGE_L", "CIDEr")}
-    ret = _read_json(Path(inp.eval_dir) / f"{run_id}_test_retrieval.json")["t2i"]
-    row.update({k: ret[k] for k in ("R@1", "R@5", "R@10")})
-    fse = _read_json(Path(inp.finecapeval_dir) / f"{run_id}_finecapeval.json")["criteria"]
-    row.update({k: fse[k] for k in ("background", "object", "relation")})
-    row.update(truth_metrics(captions, scenes))
-    image = torch.from_numpy(np.stack([np.asarray(img_feats[i], np.float32).reshape(-1) for i in ids]))
-    scores = scorer.score(image, [captions[i] for i in ids], [refs[int(i)] for i in ids])
-    row["CLIP-S"] = float(scores["CLIP-S"].mean())
-    row["RefCLIP-S"] = float(scores["RefCLIP-S"].mean())
+    ids = sort_ids(captions)
+    row: dict[str, Any] = {k: results["overall"].get(k) for k in ("Bleu_4", "METEOR", "ROUGE_L", "CIDEr",
+                                                                  "CLIP-S", "RefCLIP-S")}
+    ret = _optional_json(Path(inp.eval_dir) / f"{run_id}_{inp.split}_retrieval.json")
+    if ret is not None:
+        row.update({k: ret["t2i"][k] for k in ("R@1", "R@5", "R@10")})
+    fse = _optional_json(Path(inp.finecapeval_dir) / f"{run_id}_finecapeval.json")
+    if fse is not None:
+        row.update({k: fse["criteria"][k] for k in ("background", "object", "relation")})
+    if scenes is not None:
+        row.update(truth_metrics(captions, scenes))
+    if scorer is not None:
+        image = torch.from_numpy(np.stack([np.asarray(img_feats[i], np.float32).reshape(-1) for i in ids]))
+        scores = scorer.score(image, [captions[i] for i in ids], [refs[_ref_key(refs, i)] for i in ids])
+        row["CLIP-S"] = float(scores["CLIP-S"].mean())
+        row["RefCLIP-S"] = float(scores["RefCLIP-S"].mean())
     if grammar is not None:
         with torch.inference_mode():
             row["grammar"] = float(grammar.grammar(grammar.encode([captions[i] for i in ids])[0]).mean())
     row["captions"] = captions
     return row
+
+
+def _ref_key(refs: dict, image_id: str) -> int | str:
+    """The references' key of an image id (Karpathy ids are ints)."""
+    return int(image_id) if image_id.isdigit() and int(image_id) in refs else image_id
 
 
 def _fmt(value: Any, scale: float, fmt: str) -> str:
@@ -99,17 +122,20 @@ def table_markdown(rows: dict[str, dict]) -> str:
     return "\n".join([head, sep, *body])
 
 
-def caption_grid(inp: ReportInputs, rows: dict[str, dict], path: Path, n: int = 6) -> None:
-    """A PNG of ``n`` test images with each model's caption."""
+def caption_grid(inp: ReportInputs, rows: dict[str, dict], path: Path, n: int = 6) -> bool:
+    """A PNG of the first ``n`` images (that exist) with each model's caption; False when none exists."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     with open(inp.dataset_json, encoding="utf-8") as f:
-        files = {str(im["cocoid"]): Path(inp.images_root) / im["filepath"] / im["filename"]
-                 for im in json.load(f)["images"] if im["split"] == "test"}
-    ids = sorted(next(iter(rows.values()))["captions"], key=int)[:n]
+        files = {str(im.get("cocoid", im.get("imgid"))): Path(inp.images_root) / im.get("filepath", "") / im["filename"]
+                 for im in json.load(f)["images"] if im.get("split", inp.split) == inp.split}
+    shared = set.intersection(*(set(r["captions"]) for r in rows.values()))
+    ids = [i for i in sort_ids(shared) if i in files and files[i].is_file()][:n]
+    if not ids:
+        return False
     fig, axes = plt.subplots(1, len(ids), figsize=(3.2 * len(ids), 4.6))
     for ax, i in zip(np.atleast_1d(axes), ids):
         ax.imshow(open_rgb(files[i]))
@@ -120,6 +146,7 @@ def caption_grid(inp: ReportInputs, rows: dict[str, dict], path: Path, n: int = 
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
+    return True
 
 
 def _wrap(text: str, width: int = 44) -> str:
@@ -145,7 +172,7 @@ def read_log(save_dir: str, run_id: str) -> list[dict[str, str]]:
 
 
 def training_curves(inp: ReportInputs, path: Path) -> None:
-    """Loss (MLE), reward (RL), validation CIDEr and CLIP-S per run."""
+    """Loss (MLE), reward (RL), validation CIDEr and CLIP-S per run; one colour per run in every panel."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -154,15 +181,18 @@ def training_curves(inp: ReportInputs, path: Path) -> None:
     panels = [("train/loss", "training loss (MLE; SCST)"), ("train/reward", "SCST reward - baseline"),
               ("val/CIDEr", "val CIDEr"),
               ("val/CLIP-S", "val CLIP-S")]
+    logs = {run_id: read_log(inp.save_dir, run_id) for _, run_id in inp.runs}
     fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.2))
     for ax, (key, title) in zip(axes, panels):
-        for label, run_id in inp.runs:
-            points = [(int(r["step"]), float(r[key])) for r in read_log(inp.save_dir, run_id) if r.get(key)]
+        for k, (label, run_id) in enumerate(inp.runs):
+            points = [(int(r["step"]), float(r[key])) for r in logs[run_id] if r.get(key)]
             if points:
-                ax.plot(*zip(*points), label=label, marker="." if key.startswith("val") else None)
+                ax.plot(*zip(*points), label=label, color=f"C{k % 10}", marker="." if key.startswith("val") else None)
         ax.set_title(title)
         ax.set_xlabel("step")
-    axes[0].legend(fontsize=7)
+    handles = {h.get_label(): h for ax in axes for h in ax.get_lines()}
+    axes[0].legend([handles[label] for label, _ in inp.runs if label in handles],
+                   [label for label, _ in inp.runs if label in handles], fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -171,39 +201,48 @@ def training_curves(inp: ReportInputs, path: Path) -> None:
 def build_report(inp: ReportInputs, out_dir: str = "demo") -> Path:
     """Compute every row, write ``report.md``, ``report.json``, ``captions.png`` and ``curves.png``."""
     out = Path(out_dir)
-    scenes = load_scenes(inp.scenes_json)
-    refs = refs_from_karpathy(inp.dataset_json, "test")
+    scenes = load_scenes(inp.scenes_json) if inp.scenes_json else None
+    refs = refs_from_karpathy(inp.dataset_json, inp.split)
     grammar = RewardCLIP(load_grammar_clip(inp.grammar_clip)) if inp.grammar_clip else None
-    clip_s_model = load_grammar_clip(inp.clip_model)
+    scorer, img_feats = None, None
+    if inp.clip_model and inp.clipscore_features:
+        clip_s_model = load_grammar_clip(inp.clip_model)
 
-    def encode(texts: list[str]) -> torch.Tensor:
-        with torch.inference_mode():
-            return clip_s_model.text_features(clip_s_model.tokenize(texts))[1]
+        def encode(texts: list[str]) -> torch.Tensor:
+            with torch.inference_mode():
+                return clip_s_model.text_features(clip_s_model.tokenize(texts))[1]
 
-    scorer = CLIPScorer(encode)
-    img_feats = open_features(inp.clipscore_features)
-    rows = {label: model_row(inp, run_id, scenes, refs, scorer, img_feats, grammar) for label, run_id in inp.runs}
-    caption_grid(inp, rows, out / "captions.png")
+        scorer = CLIPScorer(encode)
+        img_feats = open_features(inp.clipscore_features)
+    rows = {label: model_row(inp, run_id, scenes, refs, scorer, img_feats, grammar)
+            for label, run_id in tqdm(inp.runs, desc="report rows", unit="run")}
+    out.mkdir(parents=True, exist_ok=True)
+    grid = caption_grid(inp, rows, out / "captions.png")
     training_curves(inp, out / "curves.png")
     timings = _read_json(Path(inp.timings_json)) if inp.timings_json and Path(inp.timings_json).is_file() else {}
-    write_json(out / "report.json", {label: {k: v for k, v in r.items() if k != "captions"} for label, r in rows.items()},
-               indent=2)
+    checks = check_claims(rows) if set(ROLES) <= set(rows) else []
+    numbers: dict[str, Any] = {label: {k: v for k, v in r.items() if k != "captions"} for label, r in rows.items()}
+    if checks:
+        numbers["paper_claims"] = [c.to_json() for c in checks]
+    write_json(out / "report.json", numbers, indent=2)
     lines = [
-        "# FineShapes reproduction of *Fine-grained Image Captioning with CLIP Reward*",
+        f"# {inp.title}",
         "",
-        f"Test split: {len(next(iter(rows.values()))['captions'])} images. BLEU-4, METEOR, ROUGE-L, CIDEr: "
-        "coco-caption (×100). CLIP-S / RefCLIP-S: 2.5·max(cos, 0) with the pretrained tiny CLIP. "
+        f"Split {inp.split}: {len(next(iter(rows.values()))['captions'])} images. BLEU-4, METEOR, ROUGE-L, CIDEr: "
+        f"coco-caption (×100). CLIP-S / RefCLIP-S: 2.5·max(cos, 0) with {inp.clip_model or 'the evaluation CLIP'}. "
         "R@K: text-to-image retrieval (%). parse: share of captions in the FineShapes grammar (%); "
         "grammar: mean P(grammatical) of the grammar head (%). FSE: FineShapesEval background / object / "
         "relation, original substring rule. truth P / R: precision of stated facts and recall of true facts (%).",
         "",
         table_markdown(rows),
         "",
-        "![captions](captions.png)",
+        "![captions](captions.png)" if grid else "(no caption grid: the images are not under the images root)",
         "",
         "![training curves](curves.png)",
         "",
     ]
+    if checks:
+        lines += ["## The paper's claims, computed from this table", "", claims_markdown(checks), ""]
     if timings:
         lines += ["## Time per stage", "", "| stage | seconds |", "|---|---:|"]
         lines += [f"| {k} | {v:.1f} |" for k, v in timings.get("stages_s", {}).items()]

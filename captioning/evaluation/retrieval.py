@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
 import clip
 from clip.images import open_rgb
@@ -56,15 +57,15 @@ def image_paths(input_json: str | os.PathLike, images_root: str | os.PathLike) -
 
 
 @torch.inference_mode()
-def encode_images(model: clip.CLIP, paths: list[Path], batch_size: int = 64) -> torch.Tensor:
-    """L2-normalised CLIP image embeddings with CLIP's own preprocessing."""
+def encode_images(model: clip.CLIP, paths: list[Path], batch_size: int = 64, progress: bool = True) -> torch.Tensor:
+    """L2-normalised CLIP image embeddings with CLIP's own preprocessing (as the CLIP-S features)."""
     preprocess = clip.transforms.clip_preprocess(model.config["image_resolution"])
     feats = []
-    for start in range(0, len(paths), batch_size):
+    for start in tqdm(range(0, len(paths), batch_size), desc="encoding images", unit="batch", disable=not progress):
         batch = []
         for p in paths[start : start + batch_size]:
             batch.append(preprocess(open_rgb(p)))
-        feats.append(model.encode_image(torch.stack(batch)).float())
+        feats.append(model.encode_image(torch.stack(batch).to(model.positional_embedding.device)).float())
     return F.normalize(torch.cat(feats), dim=-1)
 
 

@@ -12,13 +12,15 @@ from captioning.metrics.language import (
     write_eval_results,
 )
 from captioning.metrics.retrieval import image_text_retrieval, retrieval_metrics, retrieval_ranks
-from captioning.metrics.truth import caption_facts, truth_metrics
+from captioning.metrics.truth import Claim, caption_claims, caption_facts, truth_metrics
 
 __all__ = [
     "BAD_ENDINGS",
+    "Claim",
     "CLIPScorer",
     "LanguageEvaluator",
     "bad_count_rate",
+    "caption_claims",
     "caption_facts",
     "clip_s",
     "distinct_n",

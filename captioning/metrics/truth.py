@@ -18,6 +18,7 @@ from __future__ import annotations
 import itertools
 from collections import Counter
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from captioning.fineshapes import Mention, Obj, Parse, Scene, parse, relation_holds
@@ -114,4 +115,45 @@ def truth_metrics(captions: Mapping[Any, str], scenes: Mapping[Any, Scene]) -> d
         out[f"precision_{cat}"] = sum(totals["true"][c] for c in cats) / stated if stated else float("nan")
         out[f"recall_{cat}"] = sum(totals["recalled"][c] for c in cats) / truth if truth else float("nan")
     out["facts_per_caption"] = sum(totals["stated"].values()) / max(1, len(captions))
+    return out
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One fact a caption states: its category, the words that state it, and whether the scene has it."""
+
+    category: str  # one of CATEGORIES
+    text: str
+    true: bool
+
+
+def _mention_name(m: Mention) -> str:
+    words = [w for w in (m.size, m.color, m.shape or "shape") if w]
+    return " ".join(([str(m.count)] if m.count > 1 else []) + words) + ("s" if m.count > 1 else "")
+
+
+def caption_claims(caption: str, scene: Scene) -> list[Claim] | None:
+    """Each fact the caption states, marked true or false against the scene (None when it does not parse).
+
+    The facts and their truth are those :func:`caption_facts` counts as stated and true.
+    """
+    p = parse(caption)
+    if not p.ok:
+        return None
+    match = _match(p, scene)
+    out: list[Claim] = []
+    for i, m in enumerate(p.mentions):
+        if m.count > 1:
+            ok = _group_true(m, scene)
+            out += [Claim(cat, _mention_name(m) if cat == "object" else getattr(m, attr), ok)
+                    for cat, attr in _ATTRS if cat == "object" or getattr(m, attr) is not None]
+            continue
+        obj = scene.objects[match[i]] if i in match else None
+        out += [Claim(cat, getattr(m, attr), obj is not None and getattr(obj, attr) == getattr(m, attr))
+                for cat, attr in _ATTRS if getattr(m, attr) is not None]
+    for a, rel, b in p.relations:
+        ok = a in match and b in match and relation_holds(scene.objects[match[a]], scene.objects[match[b]], rel)
+        out.append(Claim("relation", f"{_mention_name(p.mentions[a])} {rel} {_mention_name(p.mentions[b])}", ok))
+    if p.background is not None:
+        out.append(Claim("background", p.background, p.background == scene.background))
     return out

@@ -51,12 +51,12 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import LearningRateMonitor
-from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 
 from captioning.cli import entry_point
 from captioning.config import Config, ConfigError, parse_args, save_config
 from captioning.data.dataset import CaptionDataModule, data_paths_from_config
 from captioning.training.checkpoint_io import AtomicCheckpointIO
+from captioning.training.loggers import build_loggers
 from captioning.training.module import CaptionerModule, load_weights, read_vocab
 from captioning.training.preflight import check_inputs
 from captioning.training.runs import (
@@ -94,7 +94,8 @@ def build_trainer(cfg: Config, ckpt_dir: Path, monitor: str, mode: str) -> pl.Tr
         gradient_clip_algorithm=clip_algorithm,
         log_every_n_steps=cfg.train.losses_log_every,
         callbacks=[*callbacks, LearningRateMonitor(logging_interval="step")],
-        logger=[CSVLogger(save_dir=str(ckpt_dir), name="logs"), TensorBoardLogger(save_dir=str(ckpt_dir), name="tb")],
+        logger=build_loggers(cfg.train.id, ckpt_dir, cfg.train.loggers, cfg.train.wandb_project,
+                             cfg.train.wandb_entity),
         plugins=[AtomicCheckpointIO()],
         num_sanity_val_steps=0,
         check_val_every_n_epoch=1,
