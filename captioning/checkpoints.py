@@ -4,7 +4,7 @@ Our format: a Lightning-style dict whose ``state_dict`` holds the captioner unde
 whose ``hyper_parameters`` are ``{"config": flat config dict, "vocab": ix_to_word}``. It loads
 with ``torch.load(weights_only=True)``.
 
-The original's format (reference §4.6): a PyTorch-Lightning 1.0 checkpoint. Its ``state_dict``
+The original's format (docs/ORIGINAL.md §4.6): a PyTorch-Lightning 1.0 checkpoint. Its ``state_dict``
 holds the captioner under the original parameter names (ours are the same) plus two uint8
 tensors, ``_vocab`` (a pickled ``ix_to_word`` dict) and ``_opt`` (a pickled
 ``captioning.utils.opts.Config``, a plain object whose attributes are the run's options). The

@@ -17,7 +17,6 @@ import torch
 from PIL import Image
 
 import clip
-
 from captioning.config import Config
 from captioning.fineshapes.dataset import load_scenes
 from captioning.metrics import caption_claims

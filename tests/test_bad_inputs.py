@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import errno
 import json
-import pickle
 import runpy
 import struct
 import zlib

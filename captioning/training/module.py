@@ -1,4 +1,4 @@
-"""The captioning LightningModule: MLE and self-critical training, validation and test (reference §4).
+"""The captioning LightningModule: MLE and self-critical training, validation and test (docs/ORIGINAL.md §4).
 
 Training is MLE until epoch ``self_critical_after`` (-1: never), self-critical (SCST) from then
 on: ``train_sample_n`` captions sampled per image with dropout on, the configured reward
@@ -9,7 +9,7 @@ mode, or the mean of the image's other samples), and the loss of
 Validation and test decode greedily; when the batches carry CLIP-S image embeddings
 (``use_clipscore`` or ``eval_clipscore``) they also score CLIP-S, RefCLIP-S (the original's and
 Hessel's) against the decoded reference rows, and ``grammar_prob`` with the fine-tuned grammar
-CLIP when ``use_grammar`` (reference §4.7, §10 item 6).
+CLIP when ``use_grammar`` (docs/ORIGINAL.md §4.7, §10 item 6).
 
 Checkpoints hold the model weights under ``model.*`` plus two plain hyper-parameters: the
 flat resolved config and the vocabulary (``ix_to_word``). Nothing custom is pickled; the
@@ -29,7 +29,6 @@ from torch import Tensor
 
 from captioning.checkpoints import read_captioner_checkpoint
 from captioning.cli import InputError
-from captioning.utils.io import read_json
 from captioning.config import Config, config_from_dict
 from captioning.metrics import (
     CLIPScorer,
@@ -51,6 +50,7 @@ from captioning.rewards import (
 from captioning.training.losses import language_model_loss, self_critical_loss
 from captioning.training.optim import build_optimizer
 from captioning.training.scheduled_sampling import ss_prob, teacher_forcing_with_sampling
+from captioning.utils.io import read_json
 
 CLIP_METRICS = ("CLIP-S", "RefCLIP-S", "RefCLIP-S-Hessel", "grammar_prob")
 

@@ -60,7 +60,6 @@ from captioning.training.loggers import build_loggers
 from captioning.training.module import CaptionerModule, load_weights, read_vocab
 from captioning.training.preflight import check_inputs
 from captioning.training.runs import (
-    RunError,
     RunLock,
     check_resume_epochs,
     checkpoint_callbacks,
