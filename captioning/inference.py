@@ -24,7 +24,7 @@ from captioning.checkpoints import read_captioner_checkpoint
 from captioning.cli import InputError
 from captioning.config import Config, config_from_dict
 from captioning.models import decode_sequence
-from captioning.training.module import build_captioner, decode_configured
+from captioning.models.configured import build_captioner, decode_configured
 from clip.images import open_rgb, to_rgb
 
 ImageLike = str | os.PathLike | Image.Image

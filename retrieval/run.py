@@ -38,10 +38,10 @@ from pytorch_lightning.callbacks import LearningRateMonitor
 import clip
 from captioning.config import ConfigError, parse_args, save_config
 from captioning.data.features import open_features
+from captioning.data.prepro import read_vocab
 from captioning.fineshapes.dataset import load_scenes
 from captioning.training.checkpoint_io import AtomicCheckpointIO
 from captioning.training.loggers import build_loggers
-from captioning.training.module import read_vocab
 from captioning.training.runs import (
     RunError,
     RunLock,

@@ -101,7 +101,7 @@ def rn_checkpoint(tmp_path_factory):
 
 def _checkpoint(root: Path, family: str, width: int, resolution: int, vocab: dict | None = None,
                 **decode) -> Path:
-    from captioning.training.module import build_captioner
+    from captioning.models.configured import build_captioner
 
     torch.manual_seed(0)
     feature_clip = clip.CLIP(**clip.model.tiny_clip_config(family)).eval()

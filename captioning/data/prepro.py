@@ -212,3 +212,12 @@ def check_vocab_of(images: list[dict[str, Any]], info: dict[str, Any], input_jso
     if foreign:
         raise DataError(f"{dict_json} has {len(foreign)} word(s) that never occur in {input_json}, e.g. "
                         f"{foreign[:5]}; give the --dict_json made from this --input_json")
+
+
+def read_vocab(input_json: str) -> dict[str, str]:
+    """``ix_to_word`` of a prepro_labels JSON."""
+    info = read_json(input_json)
+    vocab = info.get("ix_to_word") if isinstance(info, dict) else None
+    if not vocab:
+        raise InputError(f"{input_json} has no ix_to_word vocabulary (run scripts/prepro_labels.py)")
+    return vocab
