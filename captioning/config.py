@@ -73,6 +73,7 @@ class ModelConfig:
     drop_prob_lm: float = 0.5
     att_feat_size: int = 2048
     max_length: int = 20
+    mle_encode_once: bool = False  # MLE: encoder once per image, memory repeated per caption (shared dropout)
 
 
 @dataclass
@@ -114,6 +115,7 @@ class RewardConfig:
     sc_sample_method: str = "greedy"
     sc_beam_size: int = 1
     sc_baseline: str = "greedy"
+    scst_rescore: bool = False  # sample without a graph, re-score the samples in one teacher-forced pass
     cider_reward_weight: float = 1.0
     bleu_reward_weight: float = 0.0
     entropy_reward_weight: float = 0.0
@@ -157,6 +159,7 @@ class TrainConfig:
     resume: Optional[str] = None
     max_epochs: int = -1
     limit_train_batches: int = -1  # at most this many training batches per epoch (-1: all); short demo runs
+    accumulate_grad_batches: int = 1  # optimiser step every k batches (global batch = k * batch_size)
     precision: str = "32"
     seed: int = 1234
     num_threads: int = 0  # torch CPU threads per process; 0 = torch's default (all cores)
@@ -169,6 +172,12 @@ class TrainConfig:
     losses_log_every: int = 25
     load_best_score: int = 1
     val_split: str = "val"
+
+    def gradient_accumulation(self) -> int:
+        """``accumulate_grad_batches``, checked: an integer >= 1."""
+        if self.accumulate_grad_batches < 1:
+            raise ConfigError(f"accumulate_grad_batches must be >= 1, got {self.accumulate_grad_batches}")
+        return self.accumulate_grad_batches
 
 
 @dataclass

@@ -38,7 +38,15 @@ from captioning.metrics import (
     refs_from_karpathy,
     write_eval_results,
 )
-from captioning.models import DecodeOutput, TransformerCaptioner, bad_ending_ids, beam_search, decode_sequence, sample
+from captioning.models import (
+    DecodeOutput,
+    TransformerCaptioner,
+    bad_ending_ids,
+    beam_search,
+    decode_sequence,
+    sample,
+    sequence_logprobs,
+)
 from captioning.rewards import (
     RewardCLIP,
     SelfCriticalReward,
@@ -149,12 +157,14 @@ class CaptionerModule(pl.LightningModule):
         att_feats, att_masks = batch["att_feats"], batch["att_masks"]
         start = self._timer()
         greedy = self.baseline_decode(att_feats, att_masks) if r.sc_baseline == "greedy" else None
-        out = sample(self.model, att_feats, att_masks, method=r.train_sample_method, sample_n=r.train_sample_n,
-                     max_length=self.cfg.model.max_length)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not r.scst_rescore):
+            out = sample(self.model, att_feats, att_masks, method=r.train_sample_method,
+                         sample_n=r.train_sample_n, max_length=self.cfg.model.max_length)
         sampled = self._timer()
         reward = self._reward(out.seq, greedy, batch["gts"], batch.get("clip_vis_feats"))
         scored = self._timer()
-        loss = self_critical_loss(out.logprobs, out.seq, reward.advantage)
+        logprobs = sequence_logprobs(self.model, att_feats, att_masks, out.seq) if r.scst_rescore else out.logprobs
+        loss = self_critical_loss(logprobs, out.seq, reward.advantage)
         b = att_feats.size(0)
         stats = {**reward.stats, "sample_length": float((out.seq > 0).sum(1).float().mean()),
                  "time_sample": sampled - start, "time_reward": scored - sampled}
@@ -173,7 +183,8 @@ class CaptionerModule(pl.LightningModule):
 
     def mle_loss(self, batch: dict[str, Any]) -> Tensor:
         labels, masks = batch["labels"], batch["masks"]
-        logprobs = self.model(batch["att_feats"], batch["att_masks"], labels[..., :-1])
+        logprobs = self.model(batch["att_feats"], batch["att_masks"], labels[..., :-1],
+                              encode_once=self.cfg.model.mle_encode_once)
         target = labels[..., 1:].reshape(-1, labels.size(-1) - 1)
         mask = masks[..., 1:].reshape(-1, masks.size(-1) - 1)
         return language_model_loss(logprobs, target, mask, self.cfg.optim.label_smoothing)

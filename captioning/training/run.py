@@ -81,6 +81,7 @@ def build_trainer(cfg: Config, ckpt_dir: Path, monitor: str, mode: str) -> pl.Tr
         precision=trainer_precision(cfg.train.precision),
         gradient_clip_val=cfg.optim.grad_clip_value or None,
         gradient_clip_algorithm=clip_algorithm,
+        accumulate_grad_batches=cfg.train.gradient_accumulation(),
         log_every_n_steps=cfg.train.losses_log_every,
         callbacks=[checkpoint, LearningRateMonitor(logging_interval="step")],
         logger=[CSVLogger(save_dir=str(ckpt_dir), name="logs"), TensorBoardLogger(save_dir=str(ckpt_dir), name="tb")],
