@@ -141,3 +141,50 @@ def test_fineshapes_configs_encode_once_and_coco_configs_stay_faithful():
     for path in sorted(root.glob("**/*.yml")):
         expected = path.name.startswith("fineshapes")
         assert load_config(path).model.mle_encode_once is expected, path.name
+
+
+def test_grouped_cross_attention_equals_attention_to_copied_keys():
+    from captioning.models.layers import MultiHeadedAttention
+
+    torch.manual_seed(0)
+    attn = MultiHeadedAttention(4, 32).eval()
+    memory, query = torch.randn(3, 7, 32), torch.randn(12, 1, 32)  # 3 images x 4 rows
+    mask = torch.ones(3, 1, 7, dtype=torch.bool)
+    mask[1, :, 4:] = False
+    k, v = attn.project_kv(memory, memory)
+    grouped = attn.attend(query, k, v, mask, group=4)
+    copied = attn.attend(query, k.repeat_interleave(4, 0), v.repeat_interleave(4, 0), mask.repeat_interleave(4, 0))
+    torch.testing.assert_close(grouped, copied)
+    with pytest.raises(ValueError, match="grouped attention"):
+        attn.attend(query[:8], k, v, mask, group=4)
+
+
+def test_attention_with_dropout_is_the_fused_attention_when_nothing_is_dropped():
+    from captioning.models.layers import attention
+
+    torch.manual_seed(0)
+    q, k, v = torch.randn(2, 4, 5, 8), torch.randn(2, 4, 9, 8), torch.randn(2, 4, 9, 8)
+    mask = torch.ones(2, 1, 1, 9, dtype=torch.bool)
+    mask[0, ..., 6:] = False
+    fused = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    torch.testing.assert_close(attention(q, k, v, mask, dropout_p=1e-12), fused)  # the written-out formula
+    dropped = attention(q, k, v, mask, dropout_p=0.5)
+    assert not torch.allclose(dropped, fused)
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_grouped_sampling_matches_the_uncached_reference(training):
+    model = random_model().train(training)
+    att, masks, _ = inputs()
+    if training:  # dropout off inside the model's modules, train-mode code paths on
+        for module in model.modules():
+            if isinstance(module, torch.nn.Dropout):
+                module.p = 0.0
+        for layer in [*model.model.encoder.layers, *model.model.decoder.layers]:
+            for a in (getattr(layer, "self_attn", None), getattr(layer, "src_attn", None)):
+                if a is not None:
+                    a.dropout_p = 1e-12
+    runs = [sample(model, att, masks, method="sample", sample_n=3, max_length=8, use_cache=cache,
+                   generator=torch.Generator().manual_seed(0)) for cache in (True, False)]
+    assert torch.equal(runs[0].seq, runs[1].seq)
+    torch.testing.assert_close(runs[0].logprobs, runs[1].logprobs, atol=1e-5, rtol=1e-5)

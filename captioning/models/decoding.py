@@ -164,7 +164,7 @@ def sample(
     bad = as_id_tensor(bad_ending_ids, att_feats.device)
     enc = model.prepare_decoding(model.encode(att_feats, att_masks), use_cache).repeat_interleave(sample_n)
     prefix = model.start(enc, use_cache)
-    rows = enc.memory.size(0)
+    rows = enc.rows
     seq = torch.zeros(rows, length, dtype=torch.long, device=att_feats.device)
     unfinished = torch.ones(rows, dtype=torch.bool, device=att_feats.device)
     token_lps, full = [], []

@@ -44,20 +44,32 @@ class EncoderDecoder(nn.Module):
 
 @dataclass
 class Encoded:
-    """Encoder output for decoding; ``cross_kv`` holds each decoder layer's projected memory."""
+    """Encoder output for decoding; ``cross_kv`` holds each decoder layer's projected memory.
 
-    memory: Tensor  # (R, N, d)
-    mask: Tensor | None  # (R, 1, N) bool, None = no padding
+    Decoding rows i*group .. i*group + group-1 use row i of ``memory`` / ``mask`` / ``cross_kv``
+    (``group`` > 1 only with ``cross_kv``: the cached cross-attention then reads each image's
+    keys/values once for all its rows instead of a copy per row).
+    """
+
+    memory: Tensor  # (R / group, N, d)
+    mask: Tensor | None  # (R / group, 1, N) bool, None = no padding
     cross_kv: list[KV] | None = None
+    group: int = 1
+
+    @property
+    def rows(self) -> int:
+        """R, the number of decoding rows."""
+        return self.memory.size(0) * self.group
 
     def repeat_interleave(self, n: int) -> "Encoded":
-        """Each row repeated ``n`` times, copies adjacent (row i*n + k)."""
+        """Each row repeated ``n`` times, copies adjacent (row i*n + k); with ``cross_kv`` the
+        copies are only counted (``group``), not made."""
         if n == 1:
             return self
+        if self.cross_kv is not None:
+            return Encoded(self.memory, self.mask, self.cross_kv, self.group * n)
         mask = None if self.mask is None else self.mask.repeat_interleave(n, 0)
-        kv = None if self.cross_kv is None else [(k.repeat_interleave(n, 0), v.repeat_interleave(n, 0))
-                                                 for k, v in self.cross_kv]
-        return Encoded(self.memory.repeat_interleave(n, 0), mask, kv)
+        return Encoded(self.memory.repeat_interleave(n, 0), mask)
 
 
 @dataclass
@@ -193,13 +205,13 @@ class TransformerCaptioner(nn.Module):
     def prepare_decoding(self, enc: Encoded, use_cache: bool = True) -> Encoded:
         """Attach each decoder layer's cross-attention keys/values (computed once) when caching."""
         if not use_cache:
-            return Encoded(enc.memory, enc.mask)
+            return Encoded(enc.memory, enc.mask).repeat_interleave(enc.group)
         kv = [layer.src_attn.project_kv(enc.memory, enc.memory) for layer in self.model.decoder.layers]
-        return Encoded(enc.memory, enc.mask, kv)
+        return Encoded(enc.memory, enc.mask, kv, enc.group)
 
     def start(self, enc: Encoded, use_cache: bool = True) -> Prefix:
         """The BOS-only prefix for every row of ``enc``."""
-        bos = torch.full((enc.memory.size(0), 1), BOS_IDX, dtype=torch.long, device=enc.memory.device)
+        bos = torch.full((enc.rows, 1), BOS_IDX, dtype=torch.long, device=enc.memory.device)
         return Prefix(bos, [] if use_cache else None)
 
     def step(self, enc: Encoded, prefix: Prefix) -> tuple[Tensor, Prefix]:
@@ -222,7 +234,8 @@ class TransformerCaptioner(nn.Module):
         x = self.model.embed_words(tokens[:, -1:], start=pos)
         new_kv = []
         for i, layer in enumerate(self.model.decoder.layers):
-            x, kv = layer.step(x, enc.cross_kv[i], enc.mask, prefix.self_kv[i] if prefix.self_kv else None)
+            x, kv = layer.step(x, enc.cross_kv[i], enc.mask, prefix.self_kv[i] if prefix.self_kv else None,
+                               enc.group)
             new_kv.append(kv)
         x = self.model.decoder.norm(x)[:, 0]
         return F.log_softmax(self.model.generator(x).float(), dim=-1), Prefix(tokens, new_kv)
