@@ -87,16 +87,15 @@ class MultiHeadedAttention(nn.Module):
     def attend(self, query: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, group: int = 1) -> Tensor:
         """Attend from ``query`` (batch, queries, d_model) to already projected ``k``/``v``.
 
-        ``group`` > 1 (one query per row): ``k``/``v``/``mask`` hold batch / group rows and rows
-        i*group .. i*group + group-1 of ``query`` all attend to row i, as extra queries of one
-        attention, without copying ``k``/``v`` per row.
+        ``group`` > 1: ``k``/``v``/``mask`` hold batch / group rows and rows i*group .. i*group +
+        group-1 of ``query`` all attend to row i, their queries joined in one attention, without
+        copying ``k``/``v`` per row (the mask must not depend on the query: cross-attention).
         """
         q = self.linears[0](query)
         if group > 1:
-            if query.size(1) != 1 or query.size(0) != k.size(0) * group:
-                raise ValueError(f"grouped attention needs {k.size(0) * group} rows of one query, "
-                                 f"got {tuple(query.shape)}")
-            q = q.view(k.size(0), group, self.h, self.d_k).transpose(1, 2)
+            if query.size(0) != k.size(0) * group:
+                raise ValueError(f"grouped attention needs {k.size(0) * group} query rows, got {tuple(query.shape)}")
+            q = q.reshape(k.size(0), group * query.size(1), self.h, self.d_k).transpose(1, 2)
         else:
             q = self._split_heads(q)
         if mask is not None:
@@ -105,8 +104,9 @@ class MultiHeadedAttention(nn.Module):
         x = x.transpose(1, 2).reshape(query.size(0), -1, self.h * self.d_k)
         return self.linears[3](x)
 
-    def forward(self, query: Tensor, key: Tensor, value: Tensor, mask: Tensor | None = None) -> Tensor:
-        return self.attend(query, *self.project_kv(key, value), mask)
+    def forward(self, query: Tensor, key: Tensor, value: Tensor, mask: Tensor | None = None,
+                group: int = 1) -> Tensor:
+        return self.attend(query, *self.project_kv(key, value), mask, group)
 
 
 class PositionwiseFeedForward(nn.Module):
@@ -142,10 +142,12 @@ class DecoderLayer(nn.Module):
         self.feed_forward = PositionwiseFeedForward(d_model, d_ff, dropout)
         self.sublayer = nn.ModuleList([SublayerConnection(d_model, dropout) for _ in range(3)])
 
-    def forward(self, x: Tensor, memory: Tensor, src_mask: Tensor | None, tgt_mask: Tensor | None) -> Tensor:
-        """Full-sequence pass (teacher forcing and the uncached decoding reference)."""
+    def forward(self, x: Tensor, memory: Tensor, src_mask: Tensor | None, tgt_mask: Tensor | None,
+                group: int = 1) -> Tensor:
+        """Full-sequence pass (teacher forcing and the uncached decoding reference); ``memory`` and
+        ``src_mask`` may hold one row per ``group`` rows of ``x``."""
         x = self.sublayer[0](x, lambda y: self.self_attn(y, y, y, tgt_mask))
-        x = self.sublayer[1](x, lambda y: self.src_attn(y, memory, memory, src_mask))
+        x = self.sublayer[1](x, lambda y: self.src_attn(y, memory, memory, src_mask, group))
         return self.sublayer[2](x, self.feed_forward)
 
     def step(self, x: Tensor, cross_kv: KV, src_mask: Tensor | None, past_kv: KV | None,
@@ -179,9 +181,10 @@ class Decoder(nn.Module):
         self.layers = nn.ModuleList([DecoderLayer(d_model, h, d_ff, dropout) for _ in range(n_layers)])
         self.norm = LayerNorm(d_model)
 
-    def forward(self, x: Tensor, memory: Tensor, src_mask: Tensor | None, tgt_mask: Tensor | None) -> Tensor:
+    def forward(self, x: Tensor, memory: Tensor, src_mask: Tensor | None, tgt_mask: Tensor | None,
+                group: int = 1) -> Tensor:
         for layer in self.layers:
-            x = layer(x, memory, src_mask, tgt_mask)
+            x = layer(x, memory, src_mask, tgt_mask, group)
         return self.norm(x)
 
 

@@ -179,8 +179,9 @@ class TransformerCaptioner(nn.Module):
         ``seq`` is (B*S, T) or (B, S, T) with column 0 = BOS; rows i*S + j belong to image i.
         By default the embedded visual tokens are repeated S times *before* the encoder, as the
         original does (S independent encoder passes and dropout masks). ``encode_once=True``
-        encodes each image once and repeats the memory: same values in eval mode, fewer FLOPs,
-        but one shared dropout draw per image in train mode.
+        encodes each image once and its S captions attend to that one memory (cross-attention
+        keys/values projected once per image): same values in eval mode, far fewer FLOPs, but
+        one shared encoder dropout draw per image in train mode.
         """
         if seq.dim() == 3:
             seq = seq.reshape(-1, seq.size(-1))
@@ -188,8 +189,9 @@ class TransformerCaptioner(nn.Module):
         if seq.dim() != 2 or seq.size(0) % b != 0:
             raise ValueError(f"seq rows ({tuple(seq.shape)}) must be a multiple of the batch size {b}")
         s = seq.size(0) // b
+        group = s if encode_once else 1
         if encode_once:
-            enc = self.encode(att_feats, att_masks).repeat_interleave(s)
+            enc = self.encode(att_feats, att_masks)
             memory, mask = enc.memory, enc.mask
         else:
             x, mask = self._visual_tokens(att_feats, att_masks)
@@ -197,7 +199,7 @@ class TransformerCaptioner(nn.Module):
                 x = x.repeat_interleave(s, dim=0)
                 mask = None if mask is None else mask.repeat_interleave(s, dim=0)
             memory = self.model.encoder(x, mask)
-        out = self.model.decoder(self.model.embed_words(seq), memory, mask, target_mask(seq))
+        out = self.model.decoder(self.model.embed_words(seq), memory, mask, target_mask(seq), group)
         return F.log_softmax(self.model.generator(out).float(), dim=-1)
 
     # ----- incremental decoding -----
