@@ -253,12 +253,16 @@ def main() -> None:
     for _ in range(args.rounds):
         for size, step, variant in jobs:
             s = SIZES[size]
-            out = subprocess.run([sys.executable, __file__, "--threads", str(args.threads), "--runs", str(s["runs"]),
-                                  "--warmup", str(s["warmup"]), "--worker", size, step, variant],
-                                 env=env, capture_output=True, text=True)
+            command = [sys.executable, __file__, "--threads", str(args.threads), "--runs", str(s["runs"]),
+                       "--warmup", str(s["warmup"]), "--worker", size, step, variant]
+            out = subprocess.run(command, env=env, capture_output=True, text=True)
+            if out.returncode:  # once more: a shared machine can fail a process for reasons of its own
+                print(f"{size} / {step} / {variant} failed, retrying:\n{out.stderr[-1000:]}", file=sys.stderr)
+                out = subprocess.run(command, env=env, capture_output=True, text=True)
             if out.returncode:
                 raise SystemExit(f"{size} / {step} / {variant} failed:\n{out.stderr[-3000:]}")
             r = json.loads(out.stdout.strip().splitlines()[-1])
+            print(f"  {size} / {step} / {variant}: {r}", file=sys.stderr, flush=True)
             results[(size, step, variant)]["times"] += r["times"]
             results[(size, step, variant)]["peak_mib"] = max(results[(size, step, variant)]["peak_mib"], r["peak_mib"])
     print(f"{'size':<9}{'step':<17}{'variant':<12}{'median s':>9}{'spread s':>16}{'peak MiB':>9}"
