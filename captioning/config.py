@@ -73,7 +73,7 @@ class ModelConfig:
     drop_prob_lm: float = 0.5
     att_feat_size: int = 2048
     max_length: int = 20
-    mle_encode_once: bool = False  # MLE: encoder once per image, memory repeated per caption (shared dropout)
+    mle_encode_once: bool = False  # MLE: encoder once per image, its captions share the memory (and its dropout)
 
 
 @dataclass
