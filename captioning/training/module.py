@@ -38,7 +38,7 @@ from captioning.metrics import (
     write_eval_results,
 )
 from captioning.metrics.clipscore import load_scorer
-from captioning.models import DecodeOutput, bad_ending_ids, beam_search, decode_sequence, sample
+from captioning.models import DecodeOutput, bad_ending_ids, beam_search, decode_sequence, sample, sequence_logprobs
 from captioning.models.configured import build_captioner, decode_configured
 from captioning.rewards import (
     SelfCriticalReward,
@@ -104,9 +104,17 @@ class CaptionerModule(pl.LightningModule):
 
     def setup(self, stage: str) -> None:
         """Build the reward before fitting when SCST is scheduled, so a bad setting fails at once."""
-        if stage == "fit" and self.cfg.reward.self_critical_after >= 0 and self._reward is None:
+        if stage == "fit" and self.cfg.reward.self_critical_after >= 0:
+            self.self_critical_reward()
+
+    def self_critical_reward(self) -> SelfCriticalReward:
+        """The configured SCST reward, built once (its CLIP kept on the module's device)."""
+        if self._reward is None:
             check_self_critical_config(self.cfg)
             self._reward = build_self_critical_reward(self.cfg, self.vocab, clip=self._maybe_reward_clip())
+        if self._reward.clip is not None:
+            self._reward.clip.to(self.device)
+        return self._reward
 
     def _clip(self, source: str) -> CLIPScorer:
         """A frozen CLIP scorer by name or path, loaded once per module and kept on the module's device."""
@@ -137,20 +145,19 @@ class CaptionerModule(pl.LightningModule):
 
     def scst_loss(self, batch: dict[str, Any]) -> Tensor:
         """One SCST step's loss; logs the reward statistics and the sampling / reward times."""
-        if self._reward is None:
-            self.setup("fit")
-        if self._reward.clip is not None:
-            self._reward.clip.to(self.device)
+        reward_fn = self.self_critical_reward()
         r = self.cfg.reward
         att_feats, att_masks = batch["att_feats"], batch["att_masks"]
         start = self._timer()
         greedy = self.baseline_decode(att_feats, att_masks) if r.sc_baseline == "greedy" else None
-        out = sample(self.model, att_feats, att_masks, method=r.train_sample_method, sample_n=r.train_sample_n,
-                     max_length=self.cfg.model.max_length)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not r.scst_rescore):
+            out = sample(self.model, att_feats, att_masks, method=r.train_sample_method,
+                         sample_n=r.train_sample_n, max_length=self.cfg.model.max_length)
         sampled = self._timer()
-        reward = self._reward(out.seq, greedy, batch["gts"], batch.get("clip_vis_feats"))
+        reward = reward_fn(out.seq, greedy, batch["gts"], batch.get("clip_vis_feats"))
         scored = self._timer()
-        loss = self_critical_loss(out.logprobs, out.seq, reward.advantage)
+        logprobs = sequence_logprobs(self.model, att_feats, att_masks, out.seq) if r.scst_rescore else out.logprobs
+        loss = self_critical_loss(logprobs, out.seq, reward.advantage)
         b = att_feats.size(0)
         stats = {**reward.stats, "sample_length": float((out.seq > 0).sum(1).float().mean()),
                  "time_sample": sampled - start, "time_reward": scored - sampled}
@@ -173,7 +180,8 @@ class CaptionerModule(pl.LightningModule):
             logprobs, _ = teacher_forcing_with_sampling(self.model, batch["att_feats"], batch["att_masks"],
                                                         labels[..., :-1], self.ss_prob)
         else:
-            logprobs = self.model(batch["att_feats"], batch["att_masks"], labels[..., :-1])
+            logprobs = self.model(batch["att_feats"], batch["att_masks"], labels[..., :-1],
+                                  encode_once=self.cfg.model.mle_encode_once)
         target = labels[..., 1:].reshape(-1, labels.size(-1) - 1)
         mask = masks[..., 1:].reshape(-1, masks.size(-1) - 1)
         return language_model_loss(logprobs, target, mask, self.cfg.optim.label_smoothing)

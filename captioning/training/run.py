@@ -92,6 +92,7 @@ def build_trainer(cfg: Config, ckpt_dir: Path, monitor: str, mode: str) -> pl.Tr
         precision=trainer_precision(cfg.train.precision),
         gradient_clip_val=cfg.optim.grad_clip_value or None,
         gradient_clip_algorithm=clip_algorithm,
+        accumulate_grad_batches=cfg.train.accumulate_grad_batches,
         log_every_n_steps=cfg.train.losses_log_every,
         callbacks=[*callbacks, LearningRateMonitor(logging_interval="step")],
         logger=build_loggers(cfg.train.id, ckpt_dir, cfg.train.loggers, cfg.train.wandb_project,
