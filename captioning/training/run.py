@@ -175,7 +175,7 @@ def _main(argv: list[str] | None = None) -> int:
     try:
         cfg, _ = parse_args(argv)
     except ConfigError as e:
-        print(f"config error: {e}", file=sys.stderr)
+        print(f"error: {e}", file=sys.stderr)
         return 2
     if not cfg.train.id:
         print("error: --id is required (it names the checkpoints and result files)", file=sys.stderr)
