@@ -45,14 +45,6 @@ def image_features(model: clip.CLIP, images: Tensor, batch_size: int = 256) -> T
     return torch.cat([F.normalize(model.encode_image(normalize(x)), dim=-1) for x in images.split(batch_size)])
 
 
-@torch.no_grad()
-def text_features(model: clip.CLIP, texts: Sequence[str], batch_size: int = 256) -> Tensor:
-    """L2-normalised embeddings of strings (truncated to the model's context length)."""
-    model.eval()
-    tokens = clip.tokenize(list(texts), context_length=model.context_length, truncate=True)
-    return torch.cat([F.normalize(model.encode_text(t), dim=-1) for t in tokens.split(batch_size)])
-
-
 def _prefix(texts: list[str], prompt: bool) -> list[str]:
     return [f"{PROMPT} {t}" for t in texts] if prompt else texts
 
@@ -73,8 +65,8 @@ def twin_sensitivity(model: clip.CLIP, feats: Tensor, scenes: Sequence[Scene], s
         rows = applies * repeats
         pairs = [description_and_twin(scenes[k], detail, np.random.default_rng([seed, k, d, i // len(applies)]))
                  for i, k in enumerate(rows)]
-        pos = text_features(model, _prefix([p for p, _ in pairs], prompt))
-        neg = text_features(model, _prefix([t for _, t in pairs], prompt))
+        pos = clip.text_embeddings(model, _prefix([p for p, _ in pairs], prompt), truncate=True)
+        neg = clip.text_embeddings(model, _prefix([t for _, t in pairs], prompt), truncate=True)
         img = feats[rows]
         out[detail] = float(((img * pos).sum(-1) > (img * neg).sum(-1)).float().mean())
     return out
@@ -101,7 +93,7 @@ def clip_s_numbers(model: clip.CLIP, feats: Tensor, scenes: Sequence[Scene], ent
                    seed: int) -> dict[str, float]:
     """Mean CLIP-S of full descriptions and consensus references; P(true colour scores higher)."""
     def scores(texts: list[str]) -> Tensor:
-        return clip_s(feats, text_features(model, _prefix(texts, True)))
+        return clip_s(feats, clip.text_embeddings(model, _prefix(texts, True), truncate=True))
 
     d = DETAILS.index("color")
     pairs = [description_and_twin(s, "color", np.random.default_rng([seed, k, d])) for k, s in enumerate(scenes)]
@@ -174,8 +166,8 @@ def evaluate_fineshapes_clip(model: clip.CLIP, dataset_json: str | Path, scenes_
     report: dict[str, Any] = {"split": split, "n_images": len(entries), "resolution": res, "seed": seed}
     references = [" ".join(e.captions[0]) for e in entries]
     report["retrieval"] = {
-        "full": image_text_retrieval((feats @ text_features(model, texts).t()).numpy()),
-        "reference": image_text_retrieval((feats @ text_features(model, references).t()).numpy()),
+        "full": image_text_retrieval((feats @ clip.text_embeddings(model, texts, truncate=True).t()).numpy()),
+        "reference": image_text_retrieval((feats @ clip.text_embeddings(model, references, truncate=True).t()).numpy()),
     }
     report["sensitivity"] = {"no_prompt": twin_sensitivity(model, feats, scenes, seed),
                              "prompt": twin_sensitivity(model, feats, scenes, seed, prompt=True)}
@@ -188,10 +180,11 @@ def evaluate_fineshapes_clip(model: clip.CLIP, dataset_json: str | Path, scenes_
             imgs = images if r == res else load_images(images_root, [e.path for e in entries], r)
             train_imgs = load_images(images_root, [e.path for e in train_entries], r)
             f = image_features(model, imgs)
+            sims = (f @ clip.text_embeddings(model, texts, truncate=True).t()).numpy()
             report["resolutions"][str(r)] = {
                 "grid": r // 32,
                 "sensitivity": twin_sensitivity(model, f, scenes, seed),
-                "t2i_R@1": image_text_retrieval((f @ text_features(model, texts).t()).numpy())["t2i"]["R@1"],
+                "t2i_R@1": image_text_retrieval(sims)["t2i"]["R@1"],
                 "probe": grid_probes(model, train_imgs, train_scenes, imgs, scenes),
             }
     return report
