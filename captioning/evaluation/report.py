@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from captioning.data.features import open_features
 from captioning.evaluation.claims import ROLES, check_claims, claims_markdown
+from captioning.evaluation.seeds import aggregate, spread_markdown
 from clip.images import open_rgb
 from captioning.fineshapes.dataset import load_scenes
 from captioning.metrics import CLIPScorer, truth_metrics
@@ -198,8 +199,18 @@ def training_curves(inp: ReportInputs, path: Path) -> None:
     plt.close(fig)
 
 
-def build_report(inp: ReportInputs, out_dir: str = "demo") -> Path:
-    """Compute every row, write ``report.md``, ``report.json``, ``captions.png`` and ``curves.png``."""
+def results_table(report_json: str | Path) -> dict[str, dict]:
+    """The rows of a written ``report.json`` (its claims and spread left out)."""
+    return {label: row for label, row in _read_json(Path(report_json)).items()
+            if label not in ("paper_claims", "over_seeds")}
+
+
+def build_report(inp: ReportInputs, out_dir: str = "demo", other_seeds: tuple[tuple[int, str], ...] = ()) -> Path:
+    """Compute every row, write ``report.md``, ``report.json``, ``captions.png`` and ``curves.png``.
+
+    ``other_seeds``: (seed, ``report.json``) of the same runs trained with other seeds; with them the
+    report adds the mean ± sd over this table (seed 0) and theirs, and per claim the seeds it held in.
+    """
     out = Path(out_dir)
     scenes = load_scenes(inp.scenes_json) if inp.scenes_json else None
     refs = refs_from_karpathy(inp.dataset_json, inp.split)
@@ -224,6 +235,11 @@ def build_report(inp: ReportInputs, out_dir: str = "demo") -> Path:
     numbers: dict[str, Any] = {label: {k: v for k, v in r.items() if k != "captions"} for label, r in rows.items()}
     if checks:
         numbers["paper_claims"] = [c.to_json() for c in checks]
+    spread = None
+    if other_seeds:
+        tables = [{label: numbers[label] for label in rows}] + [results_table(p) for _, p in other_seeds]
+        spread = aggregate(tables, [0] + [seed for seed, _ in other_seeds])
+        numbers["over_seeds"] = spread
     write_json(out / "report.json", numbers, indent=2)
     lines = [
         f"# {inp.title}",
@@ -243,6 +259,11 @@ def build_report(inp: ReportInputs, out_dir: str = "demo") -> Path:
     ]
     if checks:
         lines += ["## The paper's claims, computed from this table", "", claims_markdown(checks), ""]
+    if spread:
+        lines += [f"## Spread over {spread['n_seeds']} seeds (mean ± sd; seeds {', '.join(map(str, spread['seeds']))})",
+                  "", "The same world, features and CLIPs; each seed trains MLE and the four SCST runs again "
+                  "(initialisation, data order, dropout and sampling). Sample sd over seeds.", "",
+                  spread_markdown(spread, COLUMNS), ""]
     if timings:
         lines += ["## Time per stage", "", "| stage | seconds |", "|---|---:|"]
         lines += [f"| {k} | {v:.1f} |" for k, v in timings.get("stages_s", {}).items()]
