@@ -27,6 +27,7 @@ from clip.images import open_rgb
 from captioning.fineshapes.dataset import load_scenes
 from captioning.metrics import CLIPScorer, truth_metrics
 from captioning.metrics.language import refs_from_karpathy
+from captioning.metrics.truth import Claim, caption_claims
 from captioning.utils.io import write_json, write_text
 from captioning.rewards.clip_reward import RewardCLIP
 from retrieval.grammar_clip import load_grammar_clip
@@ -123,8 +124,40 @@ def table_markdown(rows: dict[str, dict]) -> str:
     return "\n".join([head, sep, *body])
 
 
-def caption_grid(inp: ReportInputs, rows: dict[str, dict], path: Path, n: int = 6) -> bool:
-    """A PNG of the first ``n`` images (that exist) with each model's caption; False when none exists."""
+def grid_images(rows: dict[str, dict], scenes: dict | None, candidates: list[str], n: int) -> list[str]:
+    """The ``n`` images where the models differ most: by the spread (max - min) of true facts stated, then
+    of false facts stated, with at most one image whose captions include one that does not parse (with
+    scenes); else by the number of distinct captions. Ties by order of ``candidates``."""
+    if scenes is None:
+        return sorted(candidates, key=lambda i: -len({r["captions"][i] for r in rows.values()}))[:n]
+    keyed = []
+    for k, i in enumerate(candidates):
+        claims = [caption_claims(r["captions"][i], scenes[i]) for r in rows.values()]
+        trues, falses = zip(*map(_true_false, claims))
+        keyed.append((-(max(trues) - min(trues)), -(max(falses) - min(falses)), k, i, None in claims))
+    out, unparsed = [], 0
+    for *_, i, has_unparsed in sorted(keyed):
+        if len(out) == n:
+            break
+        if not has_unparsed or not unparsed:
+            out.append(i)
+            unparsed += has_unparsed
+    return out
+
+
+def _true_false(claims: list[Claim] | None) -> tuple[int, int]:
+    """(true, false) facts of a caption; one that does not parse states none."""
+    claims = claims or []
+    return sum(c.true for c in claims), sum(not c.true for c in claims)
+
+
+def caption_grid(inp: ReportInputs, rows: dict[str, dict], path: Path, n: int = 6,
+                 scenes: dict | None = None) -> bool:
+    """A PNG of the ``n`` test images where the models differ most, one row each, with every model's caption.
+
+    With FineShapes ``scenes``, each caption shows its counts of true (✓) and false (✗) facts and names its
+    false facts in red. Sized for a README column (10 in at 100 dpi, 10 pt text); False when no image exists.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -134,31 +167,49 @@ def caption_grid(inp: ReportInputs, rows: dict[str, dict], path: Path, n: int = 
         files = {str(im.get("cocoid", im.get("imgid"))): Path(inp.images_root) / im.get("filepath", "") / im["filename"]
                  for im in json.load(f)["images"] if im.get("split", inp.split) == inp.split}
     shared = set.intersection(*(set(r["captions"]) for r in rows.values()))
-    ids = [i for i in sort_ids(shared) if i in files and files[i].is_file()][:n]
+    candidates = [i for i in sort_ids(shared) if i in files and files[i].is_file()
+                  and (scenes is None or i in scenes)]
+    ids = grid_images(rows, scenes, candidates, n)
     if not ids:
         return False
-    fig, axes = plt.subplots(1, len(ids), figsize=(3.2 * len(ids), 4.6))
-    for ax, i in zip(np.atleast_1d(axes), ids):
+    lines_per_model = 2 if scenes is not None else 1
+    row_h = max(1.9, 0.21 * len(rows) * lines_per_model + 0.3)
+    fig = plt.figure(figsize=(10, row_h * len(ids)))
+    grid = fig.add_gridspec(len(ids), 2, width_ratios=[1, 4.2], wspace=0.03, hspace=0.12)
+    step = 1.0 / (len(rows) * lines_per_model + 0.5)
+    for r, i in enumerate(ids):
+        ax = fig.add_subplot(grid[r, 0])
         ax.imshow(open_rgb(files[i]))
         ax.set_axis_off()
-        text = "\n".join(f"{label}: {_wrap(r['captions'][i])}" for label, r in rows.items())
-        ax.set_title(text, fontsize=6.5, loc="left", y=-0.02 - 0.09 * len(rows), wrap=True)
-    fig.tight_layout()
+        ax.set_title(f"image {i}", fontsize=9, pad=2)
+        text_ax = fig.add_subplot(grid[r, 1])
+        text_ax.set_axis_off()
+        y = 1.0
+        for k, (label, row) in enumerate(rows.items()):
+            caption = row["captions"][i]
+            head = f"{label}:"
+            if scenes is not None:
+                claims = caption_claims(caption, scenes[i])
+                t, w = _true_false(claims)
+                head = f"{label} ✓{t} ✗{w}:"
+            text_ax.text(0.0, y, head, color=f"C{k % 10}", fontsize=10, fontweight="bold", va="top",
+                         transform=text_ax.transAxes)
+            shown = caption if len(caption) <= 80 else caption[:79] + "…"
+            text_ax.text(0.34, y, shown, fontsize=10, va="top", transform=text_ax.transAxes)
+            y -= step
+            if scenes is not None:
+                if claims is None:
+                    note, colour = "does not parse: states no fact", "darkorange"
+                else:
+                    wrong = [f"{c.category}: {c.text}" for c in claims if not c.true]
+                    note, colour = ("✗ " + "; ".join(wrong), "crimson") if wrong else ("all stated facts true",
+                                                                                       "seagreen")
+                text_ax.text(0.34, y, note, fontsize=9, color=colour, va="top", transform=text_ax.transAxes)
+                y -= step
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
+    fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)
     return True
-
-
-def _wrap(text: str, width: int = 44) -> str:
-    words, lines, line = text.split(), [], ""
-    for w in words:
-        if len(line) + len(w) + 1 > width:
-            lines.append(line)
-            line = w
-        else:
-            line = f"{line} {w}".strip()
-    return "\n   ".join(lines + [line])
 
 
 def read_log(save_dir: str, run_id: str) -> list[dict[str, str]]:
@@ -228,7 +279,7 @@ def build_report(inp: ReportInputs, out_dir: str = "demo", other_seeds: tuple[tu
     rows = {label: model_row(inp, run_id, scenes, refs, scorer, img_feats, grammar)
             for label, run_id in tqdm(inp.runs, desc="report rows", unit="run")}
     out.mkdir(parents=True, exist_ok=True)
-    grid = caption_grid(inp, rows, out / "captions.png")
+    grid = caption_grid(inp, rows, out / "captions.png", scenes=scenes)
     training_curves(inp, out / "curves.png")
     timings = _read_json(Path(inp.timings_json)) if inp.timings_json and Path(inp.timings_json).is_file() else {}
     checks = check_claims(rows) if set(ROLES) <= set(rows) else []
@@ -252,7 +303,9 @@ def build_report(inp: ReportInputs, out_dir: str = "demo", other_seeds: tuple[tu
         "",
         table_markdown(rows),
         "",
-        "![captions](captions.png)" if grid else "(no caption grid: the images are not under the images root)",
+        ("![captions](captions.png)\n\nCaptions of the test images where the models differ most (spread of true "
+         "facts stated); with FineShapes truth, ✓/✗ count each caption's true and false facts and the false ones "
+         "are named in red." if grid else "(no caption grid: the images are not under the images root)"),
         "",
         "![training curves](curves.png)",
         "",
