@@ -109,7 +109,7 @@ def model_stages(label: str, run_id: str, cfg: str, smoke: bool = False, seed: i
     name = f"{label} (seed {seed})" if seed else label
     train = [PY, "tools/train_pl.py", "--cfg", cfg, "--id", run_id, *where] + (SMOKE_TRAIN if smoke else [])
     if init_from:
-        train += ["--init_from", init_from] + (["--limit_train_batches", "2"] if smoke else [])
+        train += ["--init_from", init_from] + (["--limit_train_batches", "2", "--val_check_interval", "0"] if smoke else [])
     return [
         Stage(f"train {name}", train, [ckpt], scratch=(f"save/{run_id}",), group=f"seed{seed}"),
         Stage(f"test {name}", [PY, "tools/train_pl.py", "--cfg", cfg, "--id", run_id, *where, "--evaluate",
