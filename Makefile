@@ -14,7 +14,7 @@ STAMP := $(VENV)/.installed
 SEEDS ?= 1
 DEMO_FLAGS := $(if $(filter 1,$(FORCE)),--force,) --seeds $(SEEDS)
 
-.PHONY: demo test test-fast app venv clean-demo
+.PHONY: demo test test-fast lint app venv clean-demo
 
 venv: $(STAMP)
 
@@ -30,11 +30,16 @@ demo: $(STAMP)
 app: $(STAMP)
 	$(PY) tools/app.py $(APP_FLAGS)
 
-test: $(STAMP)
+# Lint first (ruff, and import-linter's floor contracts in pyproject.toml), then every test.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
+
+test: lint
 	$(PY) -m pytest -q
 
 # The edit-run loop: everything but the tests marked slow (make test, and CI, run them all).
-test-fast: $(STAMP)
+test-fast: lint
 	@start=$$(date +%s); $(PY) -m pytest -q -m "not slow"; status=$$?; \
 	echo "make test-fast: $$(( $$(date +%s) - start )) s (slow tests skipped; make test runs everything)"; exit $$status
 

@@ -26,7 +26,7 @@ from captioning.config import RewardConfig
 from captioning.models import TransformerCaptioner, sample
 from captioning.rewards import CiderReward, RewardCLIP, SelfCriticalReward, reward_terms
 from captioning.training.losses import self_critical_loss
-from retrieval.grammar_clip import GrammarCLIP
+from clip.grammar import GrammarCLIP
 
 SIZES = {
     "fineshapes": dict(d_model=128, d_ff=512, n_enc=2, n_dec=2, num_heads=4, att_feat_size=512, tokens=16),

@@ -4,7 +4,7 @@ Our format: a Lightning-style dict whose ``state_dict`` holds the captioner unde
 whose ``hyper_parameters`` are ``{"config": flat config dict, "vocab": ix_to_word}``. It loads
 with ``torch.load(weights_only=True)``.
 
-The original's format (reference §4.6): a PyTorch-Lightning 1.0 checkpoint. Its ``state_dict``
+The original's format (docs/ORIGINAL.md §4.6): a PyTorch-Lightning 1.0 checkpoint. Its ``state_dict``
 holds the captioner under the original parameter names (ours are the same) plus two uint8
 tensors, ``_vocab`` (a pickled ``ix_to_word`` dict) and ``_opt`` (a pickled
 ``captioning.utils.opts.Config``, a plain object whose attributes are the run's options). The
@@ -292,3 +292,19 @@ def convert_captioner_checkpoint(src: str | os.PathLike, dst: str | os.PathLike)
     """Rewrite any captioner checkpoint :func:`read_captioner_checkpoint` reads in our format."""
     state, vocab, config = read_captioner_checkpoint(src)
     save_captioner_checkpoint(dst, state, vocab, config, converted_from=Path(src).name)
+
+
+class CheckpointError(InputError):
+    """A checkpoint does not fit the data or the configured model."""
+
+
+def checkpoint_vocab(path: str | Path) -> dict[str, str]:
+    """The vocabulary stored in a captioner checkpoint (ours or the original's)."""
+    return read_captioner_checkpoint(path)[1]
+
+
+def check_checkpoint_vocab(path: str | Path, vocab: dict[str, str], data_vocab: dict[str, str]) -> None:
+    """Refuse a checkpoint trained with another vocabulary than the data's."""
+    if vocab != data_vocab:
+        raise CheckpointError(f"{path} was trained with a different vocabulary ({len(vocab)} words) than the data's "
+                              f"({len(data_vocab)} words); use the cocotalk.json it was trained with")

@@ -34,11 +34,12 @@ class InputError(ValueError):
 def _expected() -> tuple[type[BaseException], ...]:
     from PIL import Image
 
+    from cider import DFFileError
     from clip.images import ImageReadError
     from clip.pretrained import TorchFileError
 
     return (InputError, OSError, EOFError, pickle.UnpicklingError, ModuleNotFoundError, Image.DecompressionBombError,
-            TorchFileError, ImageReadError)
+            TorchFileError, ImageReadError, DFFileError)
 
 
 def describe(exc: BaseException) -> str:

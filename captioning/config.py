@@ -2,7 +2,7 @@
 
 YAML files stay flat, exactly like the original's (``batch_size: 200``), but every key is
 declared once in one of the section dataclasses below with its type and its default. The
-defaults are the original's *effective* defaults (its argparse defaults, reference §8.1), so
+defaults are the original's *effective* defaults (its argparse defaults, docs/ORIGINAL.md §8.1), so
 a faithful YAML file means what it meant there.
 
 Resolution order (later wins), as in the original's ``tools/train_pl.py``::
@@ -89,7 +89,7 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    """Transformer captioner sizes (reference §3)."""
+    """Transformer captioner sizes (docs/ORIGINAL.md §3)."""
 
     caption_model: str = "transformer"
     """captioner architecture; only 'transformer'"""
@@ -115,7 +115,7 @@ class ModelConfig:
 
 @dataclass
 class OptimConfig:
-    """Optimiser, learning-rate schedule and gradient clipping (reference §4.2)."""
+    """Optimiser, learning-rate schedule and gradient clipping (docs/ORIGINAL.md §4.2)."""
 
     optim: str = "adam"
     """optimiser: adam, adamw, sgd, ..."""
@@ -163,7 +163,7 @@ class OptimConfig:
 
 @dataclass
 class RewardConfig:
-    """Self-critical training and its rewards (reference §4.4-4.5)."""
+    """Self-critical training and its rewards (docs/ORIGINAL.md §4.4-4.5)."""
 
     self_critical_after: int = -1
     """epoch self-critical training starts (-1: never; 0 with --init_from for phase 2)"""
@@ -210,7 +210,7 @@ class RewardConfig:
 
 @dataclass
 class DecodeConfig:
-    """Decoding used for validation, test and inference (reference §3)."""
+    """Decoding used for validation, test and inference (docs/ORIGINAL.md §3)."""
 
     sample_method: str = "greedy"
     """greedy or sample (beam_size 1)"""
@@ -702,7 +702,8 @@ def check_ranges(cfg: FlatConfig, source: str = "<config>") -> None:
     flat = cfg.to_flat_dict()
     if "d_model" in flat and "num_att_heads" in flat and flat["d_model"] % flat["num_att_heads"]:
         raise ConfigError(f"{source}: d_model ({flat['d_model']}) must be divisible by num_att_heads "
-                          f"({flat['num_att_heads']}); e.g. d_model {flat['d_model'] // flat['num_att_heads'] * flat['num_att_heads'] or flat['num_att_heads']}")
+                          f"({flat['num_att_heads']}); e.g. d_model "
+                          f"{flat['d_model'] // flat['num_att_heads'] * flat['num_att_heads'] or flat['num_att_heads']}")
 
 
 # ----- --help from the schema: each key's trailing comment or attribute docstring is its meaning -----

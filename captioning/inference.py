@@ -20,12 +20,12 @@ from PIL import Image
 from tqdm import tqdm
 
 import clip
-from clip.images import open_rgb, to_rgb
 from captioning.checkpoints import read_captioner_checkpoint
 from captioning.cli import InputError
 from captioning.config import Config, config_from_dict
 from captioning.models import decode_sequence
-from captioning.training.module import build_captioner, decode_configured
+from captioning.models.configured import build_captioner, decode_configured
+from clip.images import open_rgb, to_rgb
 
 ImageLike = str | os.PathLike | Image.Image
 

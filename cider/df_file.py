@@ -5,14 +5,11 @@ import os
 import pickle
 from collections.abc import Mapping
 
-from captioning.cli import InputError
-from captioning.utils.io import write_pickle
 from cider.ngrams import Ngram
 
 
-def save_df(path: str | os.PathLike, document_frequency: Mapping[Ngram, float], ref_len: int) -> None:
-    """Write the df pickle atomically with protocol 2, readable by the original code."""
-    write_pickle(path, {"document_frequency": dict(document_frequency), "ref_len": ref_len}, protocol=2)
+class DFFileError(ValueError):
+    """A df pickle that cannot be read or does not hold document frequencies."""
 
 
 def load_df(path: str | os.PathLike) -> tuple[dict[Ngram, float], float]:
@@ -27,8 +24,8 @@ def read_df_file(path: str | os.PathLike) -> Mapping:
         with open(path, "rb") as f:
             data = pickle.load(f, encoding="latin1")
     except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, IndexError, ValueError) as e:
-        raise InputError(f"{path}: unreadable n-gram pickle ({type(e).__name__}: {e}); write it again with "
+        raise DFFileError(f"{path}: unreadable n-gram pickle ({type(e).__name__}: {e}); write it again with "
                          "scripts/prepro_ngrams.py") from None
     if not isinstance(data, Mapping) or not {"document_frequency", "ref_len"} <= set(data):
-        raise InputError(f"{path}: expected a dict with 'document_frequency' and 'ref_len'")
+        raise DFFileError(f"{path}: expected a dict with 'document_frequency' and 'ref_len'")
     return data

@@ -2,7 +2,15 @@
 from . import transforms
 from .inference import grid_features, image_embeddings, text_embeddings
 from .model import CLIP, build_model, convert_to_fp16, default_heads, infer_config, tiny_clip_config
-from .pretrained import TorchFileError, WeightsUnavailableError, available_models, load, model_file, read_state_dict, torch_load
+from .pretrained import (
+    TorchFileError,
+    WeightsUnavailableError,
+    available_models,
+    load,
+    model_file,
+    read_state_dict,
+    torch_load,
+)
 from .tokenizer import SimpleTokenizer, tokenize
 
 __all__ = [

@@ -1,4 +1,4 @@
-"""Strict configuration of ``retrieval/train_pl.py`` (reference §6.3, §8.2).
+"""Strict configuration of ``retrieval/train_pl.py`` (docs/ORIGINAL.md §6.3, §8.2).
 
 Keys keep the original's names (``batch_size``, ``lr``, ``adam_eps``, ``epochs``, ``use_grammar``,
 ...) and the original's effective defaults, so ``configs/clip_negative_text.yaml`` means what it

@@ -1,10 +1,10 @@
 """The original's released grammar CLIP -> our grammar-CLIP file.
 
-The original's ``retrieval/train_pl.py`` checkpoint (reference §6.3) is a Lightning 1.0 file whose
+The original's ``retrieval/train_pl.py`` checkpoint (docs/ORIGINAL.md §6.3) is a Lightning 1.0 file whose
 ``state_dict`` holds a Hugging Face ``CLIPModel`` under ``clip_model.*`` and the grammar head as
 ``grammar_score_head.0.weight`` (W, W) and ``grammar_score_head.2.weight`` (2, W). The CLIP keys
 are mapped by :func:`clip.hf.hf_to_openai`, the head keys become ``grammar_head.{0,2}.weight``,
-and the result is written by :func:`retrieval.grammar_clip.save_grammar_clip`, which
+and the result is written by :func:`retrieval.export.save_grammar_clip`, which
 ``load_grammar_clip`` (``clip_load_path``) reads.
 """
 from __future__ import annotations
@@ -15,8 +15,9 @@ from torch import Tensor
 
 import clip
 from captioning.checkpoints import checkpoint_state_dict, load_lightning_checkpoint
+from clip.grammar import GrammarCLIP
 from clip.hf import hf_to_openai
-from retrieval.grammar_clip import GrammarCLIP, save_grammar_clip
+from retrieval.export import save_grammar_clip
 
 CLIP_PREFIX = "clip_model."
 HEAD_KEYS = {"grammar_score_head.0.weight": "0.weight", "grammar_score_head.2.weight": "2.weight"}

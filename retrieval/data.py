@@ -1,5 +1,5 @@
 """Data of ``retrieval/train_pl.py``: Karpathy captions with image embeddings (grammar fine-tuning,
-reference §6.1) and FineShapes images with full descriptions (pretraining a CLIP from scratch).
+docs/ORIGINAL.md §6.1) and FineShapes images with full descriptions (pretraining a CLIP from scratch).
 
 Items are addressed as ``(index, epoch)`` by :class:`captioning.data.sampler.EpochSampler`.
 Training items draw fresh randomness every epoch from a stream of (seed, epoch, index), so a
@@ -8,7 +8,6 @@ drawn from a stream seeded by (seed, index).
 """
 from __future__ import annotations
 
-import json
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -23,15 +22,14 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 import clip
+from captioning.data.karpathy import image_id, split_images
 from captioning.data.sampler import EpochSampler, item_rng
 from captioning.fineshapes import Scene
+from captioning.metrics.clipscore import PROMPT
 from clip.images import open_rgb
 from clip.transforms import CLIP_MEAN, CLIP_STD, center_crop, resize_shorter_side
 from retrieval.details import description_and_twin, details_of, mirror
-from retrieval.grammar_clip import PROMPT
 from retrieval.perturb import perturb
-
-KARPATHY_SPLITS = {"train": ("train", "restval"), "val": ("val",), "test": ("test",)}
 
 
 @dataclass(frozen=True)
@@ -45,18 +43,11 @@ class Entry:
 
 def read_karpathy(path: str | Path, split: str) -> list[Entry]:
     """The images of a split (``train`` = Karpathy train + restval, as the original's karpathy_train)."""
-    if split not in KARPATHY_SPLITS:
-        raise ValueError(f"split must be one of {tuple(KARPATHY_SPLITS)}, got {split!r}")
     if not Path(path).is_file():
         raise FileNotFoundError(f"Karpathy split file not found: {path} (config key input_dataset_json)")
-    with open(path, encoding="utf-8") as f:
-        images = json.load(f)["images"]
-    entries = [Entry(int(im["cocoid"]), f"{im['filepath']}/{im['filename']}",
-                     tuple(tuple(s["tokens"]) for s in im["sentences"] if s["tokens"]))
-               for im in images if im["split"] in KARPATHY_SPLITS[split]]
-    if not entries:
-        raise ValueError(f"{path} has no images in split {split!r}")
-    return entries
+    return [Entry(int(image_id(im)), f"{im['filepath']}/{im['filename']}",
+                  tuple(tuple(s["tokens"]) for s in im["sentences"] if s["tokens"]))
+            for im in split_images(path, split)]
 
 
 def load_images(root: str | Path, paths: Sequence[str], size: int) -> Tensor:

@@ -31,12 +31,11 @@ import clip
 from captioning.fineshapes import Scene
 from captioning.fineshapes.dataset import load_scenes
 from captioning.fineshapes.world import BACKGROUNDS, COLORS, GRID, SHAPES, SIZES
-from captioning.metrics.clipscore import clip_s
+from captioning.metrics.clipscore import PROMPT, clip_s
 from captioning.metrics.retrieval import image_text_retrieval
 from cider import CiderD
 from retrieval.data import Entry, load_images, normalize, read_karpathy
 from retrieval.details import DETAILS, description_and_twin, details_of
-from retrieval.grammar_clip import PROMPT
 
 
 @torch.no_grad()

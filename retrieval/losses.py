@@ -20,7 +20,7 @@ def info_nce(queries: Tensor, candidates: Tensor, logit_scale: Tensor | float) -
 
 def clip_loss(image_feats: Tensor, text_feats: Tensor, logit_scale: Tensor | float,
               neg_text_feats: Tensor | None = None) -> Tensor:
-    """Symmetric InfoNCE over B matched (image, text) pairs (reference §6.2).
+    """Symmetric InfoNCE over B matched (image, text) pairs (docs/ORIGINAL.md §6.2).
 
     Features are L2-normalised here; ``logit_scale`` is the multiplier itself (``exp`` of CLIP's
     parameter). The loss is the mean of the image-to-text and text-to-image cross-entropies with
@@ -40,7 +40,7 @@ def grammar_counts(pred: Tensor, label: Tensor) -> dict[str, int]:
 
     TP = grammatical predicted grammatical, FP = ungrammatical predicted grammatical,
     FN = grammatical predicted ungrammatical, TN = ungrammatical predicted ungrammatical.
-    (The original swapped FP and FN, reference §10.15.)
+    (The original swapped FP and FN, docs/ORIGINAL.md §10.15.)
     """
     pred, label = pred.bool(), label.bool()
     return {"TP": int((pred & label).sum()), "FP": int((pred & ~label).sum()),

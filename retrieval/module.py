@@ -18,8 +18,8 @@ from torch import Tensor, nn
 import clip
 from captioning.config import config_from_dict
 from captioning.metrics.retrieval import image_text_retrieval
+from clip.grammar import GrammarCLIP
 from retrieval.config import RetrievalConfig
-from retrieval.grammar_clip import GrammarCLIP
 from retrieval.losses import clip_loss, grammar_counts, grammar_scores, info_nce
 
 ORIGINAL_NO_DECAY = ("bias", "LayerNorm.weight")
@@ -126,7 +126,7 @@ class _RetrievalModule(pl.LightningModule):
 
 
 class GrammarModule(_RetrievalModule):
-    """Negative-text fine-tuning (reference §6.2): the vision tower is frozen and unused (image
+    """Negative-text fine-tuning (docs/ORIGINAL.md §6.2): the vision tower is frozen and unused (image
     embeddings are precomputed); the text tower, projection, logit scale and grammar head learn from
     the CLIP loss plus the grammar cross-entropy."""
 

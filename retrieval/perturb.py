@@ -1,8 +1,8 @@
-"""Negative captions for the grammar head: five token-level perturbations (reference §6.1).
+"""Negative captions for the grammar head: five token-level perturbations (docs/ORIGINAL.md §6.1).
 
 Each function takes a caption's tokens and a :class:`random.Random` and returns new tokens; the
 type is drawn uniformly by :func:`perturb`. Compared with the original, three defects are fixed
-(reference §10.15): n-grams are capped at the caption length, so 1- and 2-word captions never
+(docs/ORIGINAL.md §10.15): n-grams are capped at the caption length, so 1- and 2-word captions never
 crash; ``insert`` may also append at the end; and a negative never equals its positive (``swap``
 changes distinct positions to different words, ``shuffle`` redraws until the order changes and
 is only drawn for captions with two different words).

@@ -6,7 +6,7 @@
 
 ``--cfg`` takes a file or a bare name from ``retrieval/configs/``. Two tasks (config key ``task``):
 
-* ``grammar`` (reference §6): fine-tune a CLIP's text side with perturbed negative captions and
+* ``grammar`` (docs/ORIGINAL.md §6): fine-tune a CLIP's text side with perturbed negative captions and
   train the grammar head. Writes ``<checkpoint_dir>/<id>-{best,last}.ckpt`` (best = lowest
   ``val/loss``) and, from the best, the grammar-CLIP file ``export_path`` (default
   ``<checkpoint_dir>/<id>.pt``) that the CLIP-S + grammar reward loads.
@@ -38,10 +38,10 @@ from pytorch_lightning.callbacks import LearningRateMonitor
 import clip
 from captioning.config import ConfigError, parse_args, save_config
 from captioning.data.features import open_features
+from captioning.data.prepro import read_vocab
 from captioning.fineshapes.dataset import load_scenes
 from captioning.training.checkpoint_io import AtomicCheckpointIO
 from captioning.training.loggers import build_loggers
-from captioning.training.module import read_vocab
 from captioning.training.runs import (
     RunError,
     RunLock,
@@ -53,11 +53,12 @@ from captioning.training.runs import (
     resolve_resume,
     trainer_precision,
 )
-from captioning.utils.io import atomic_path, write_json
+from captioning.utils.io import write_json
+from clip.grammar import load_grammar_clip
 from retrieval.config import RetrievalConfig, config_path, validate
 from retrieval.data import GrammarDataset, PretrainDataset, RetrievalDataModule, load_images, read_karpathy
 from retrieval.evaluate import evaluate_fineshapes_clip, format_report, image_features
-from retrieval.grammar_clip import load_grammar_clip, save_grammar_clip
+from retrieval.export import export_clip, save_grammar_clip
 from retrieval.module import GrammarModule, PretrainModule
 from retrieval.perturb import vocabulary
 
@@ -157,14 +158,6 @@ def load_module_weights(module: pl.LightningModule, path: str | Path) -> None:
         module.load_state_dict(state, strict=True)
     except RuntimeError as e:
         raise ValueError(f"{path} does not fit the configured model: {e}") from None
-
-
-def export_clip(model: clip.CLIP, path: str | Path, fp16: bool = False) -> None:
-    """Write an OpenAI-layout state dict that ``clip.load(path)`` reads (floats as fp16 if asked)."""
-    state = {k: (v.half() if fp16 and v.is_floating_point() else v).detach().cpu().clone()
-             for k, v in model.state_dict().items()}
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
 
 
 def evaluate_pretrained(cfg: RetrievalConfig, model: clip.CLIP, ckpt_dir: Path) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""L2-normalised CLIP-S image embeddings (reference §1.5); see captioning/data/extract.py.
+"""L2-normalised CLIP-S image embeddings (docs/ORIGINAL.md §1.5); see captioning/data/extract.py.
 
     python scripts/clipscore_prepro_feats.py --input_json data/dataset_coco.json --output_dir data/cocotalk \
         --images_root datasets/COCO/images

@@ -3,7 +3,7 @@
     python scripts/prepro_labels.py --input_json data/dataset_coco.json \
         --output_json data/cocotalk.json --output_h5 data/cocotalk
 
-Faithful to the original (reference §1.2): the vocabulary holds the words seen more than
+Faithful to the original (docs/ORIGINAL.md §1.2): the vocabulary holds the words seen more than
 --word_count_threshold times over all splits, in first-occurrence order, with UNK last; captions
 are truncated to --max_length tokens; <output_h5>_label.h5 holds uint32 labels,
 label_start_ix / label_end_ix (1-based, inclusive) and label_length.

@@ -4,7 +4,7 @@
         --dict_json data/cocotalk.json --output_pkl data/coco-train --split train
 
 writes <output_pkl>-words.p and <output_pkl>-idxs.p, pickles of
-{'document_frequency': {ngram tuple: df}, 'ref_len': number of images} (reference §1.3).
+{'document_frequency': {ngram tuple: df}, 'ref_len': number of images} (docs/ORIGINAL.md §1.3).
 The SCST reward reads the index variant (config key cached_tokens, default coco-train-idxs).
 """
 from __future__ import annotations

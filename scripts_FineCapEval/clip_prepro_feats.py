@@ -1,4 +1,4 @@
-"""CLIP grid features of FineCapEval images (reference §1.6): ids are file stems.
+"""CLIP grid features of FineCapEval images (docs/ORIGINAL.md §1.6): ids are file stems.
 
     python scripts_FineCapEval/clip_prepro_feats.py --input_json data/FineCapEval.json \
         --output_dir data/FineCapEval --images_root datasets/FineCapEval/images --model_type RN50

@@ -17,12 +17,11 @@ import torch
 from PIL import Image
 
 import clip
-
 from captioning.config import Config
 from captioning.fineshapes.dataset import load_scenes
 from captioning.metrics import caption_claims
+from captioning.models.configured import build_captioner
 from captioning.rewards.clip_reward import load_reward_clip
-from captioning.training.module import build_captioner
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = ROOT / "tools" / "app.py"

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import errno
 import json
-import pickle
 import runpy
 import struct
 import zlib
@@ -25,7 +24,7 @@ from PIL import Image
 import clip
 from captioning.config import Config
 from captioning.data.prepro import prepro_labels, prepro_ngrams
-from captioning.training.module import build_captioner
+from captioning.models.configured import build_captioner
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "RELIABILITY.md"

@@ -9,7 +9,8 @@ import pytest
 import torch
 from pycocoevalcap.cider.cider import Cider as CocoCider
 
-from cider import CiderD, document_frequency, index_strings, load_df, save_df
+from captioning.utils.io import write_pickle
+from cider import CiderD, document_frequency, index_strings, load_df
 
 
 def test_index_strings_stop_after_the_first_zero():
@@ -32,6 +33,11 @@ def test_index_strings_rejects_bad_input():
         index_strings(np.zeros(5, dtype=np.int64))
     with pytest.raises(ValueError, match="2-D integer"):
         index_strings(np.zeros((2, 3)))
+
+
+def save_df(path, document_frequency, ref_len):
+    """A df pickle as scripts/prepro_ngrams.py writes it (protocol 2, atomically)."""
+    write_pickle(path, {"document_frequency": dict(document_frequency), "ref_len": ref_len}, protocol=2)
 
 
 def test_save_and_load_df_round_trip_protocol_2(tmp_path):

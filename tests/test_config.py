@@ -117,7 +117,8 @@ PHASE2 = {
 def test_faithful_phase1_config():
     cfg = load_config(REPO / "configs/phase1/clipRN50_mle.yml")
     assert (cfg.get("noamopt"), cfg.get("noamopt_warmup"), cfg.get("batch_size"), cfg.get("max_epochs")) == (True, 20000, 200, 25)
-    assert (cfg.get("N_enc"), cfg.get("N_dec"), cfg.get("d_model"), cfg.get("d_ff"), cfg.get("num_att_heads")) == (6, 6, 512, 2048, 8)
+    sizes = (cfg.get("N_enc"), cfg.get("N_dec"), cfg.get("d_model"), cfg.get("d_ff"), cfg.get("num_att_heads"))
+    assert sizes == (6, 6, 512, 2048, 8)
     assert cfg.get("precision") == "16" and cfg.get("self_critical_after") == -1 and cfg.get("seq_per_img") == 5
     assert cfg.get("input_att_dir") == "data/cocotalk_clip_RN50_att"
 

@@ -1,8 +1,8 @@
 """README commands expand the intended shell variables; LICENSE and CITATION.cff match the project."""
 import re
-import tomllib
 from pathlib import Path
 
+import tomllib
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]

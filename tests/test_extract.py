@@ -9,8 +9,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 import clip
-from captioning.data.extract import (BadImagesError, GridFeatures, ImageListError, read_image_list, run, shard,
-                                     extract)
+from captioning.data.extract import BadImagesError, GridFeatures, ImageListError, extract, read_image_list, run, shard
 from captioning.data.features import FeatureError, FolderFeatures, FolderWriter, PackedFeatures, PackedWriter
 from clip.model import tiny_clip_config
 
@@ -69,8 +68,8 @@ def test_image_lists(tmp_path):
         (tmp_path / f"{name}.json").write_text(json.dumps(obj))
     (k,) = read_image_list(tmp_path / "k.json", "R")
     assert (k.id, str(k.path), k.position) == (7, "R/a/x.jpg", 0)
-    (l,) = read_image_list(tmp_path / "l.json", "R")
-    assert (l.id, str(l.path)) == (7, "R/a/x.jpg")
+    (entry,) = read_image_list(tmp_path / "l.json", "R")
+    assert (entry.id, str(entry.path)) == (7, "R/a/x.jpg")
     assert [(e.id, str(e.path)) for e in read_image_list(tmp_path / "f.json", "R", stem_ids=True)] == [
         ("abc", "R/imgs/abc.jpg"), ("d", "R/imgs/d.png")]
     with pytest.raises(ImageListError, match="no 'id'"):

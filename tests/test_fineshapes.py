@@ -8,7 +8,15 @@ import pytest
 from PIL import Image
 
 from captioning.fineshapes import (
-    Obj, Scene, full_description, parse, raw_caption, reference_caption, relation_holds, sample_scene, scene_claims,
+    Obj,
+    Scene,
+    full_description,
+    parse,
+    raw_caption,
+    reference_caption,
+    relation_holds,
+    sample_scene,
+    scene_claims,
 )
 from captioning.fineshapes.dataset import FineShapesPaths, FineShapesSpec, generate, load_scenes
 from captioning.fineshapes.lexicon import BACKGROUND_PHRASES
@@ -113,7 +121,8 @@ def test_reference_statistics(scenes):
     assert 0.15 < color < 0.6 and share(fulls, COLORS) == 1.0
     sizes = {"small", "little", "tiny", "large", "big"}
     assert 0.08 < share(flat, sizes) < 0.5 and share(fulls, sizes) == 1.0
-    bg_words = {w for ps in BACKGROUND_PHRASES.values() for p in ps for w in p.split()} - {"on", "in", "a", "the", "of", "by", "front"}
+    function_words = {"on", "in", "a", "the", "of", "by", "front"}
+    bg_words = {w for ps in BACKGROUND_PHRASES.values() for p in ps for w in p.split()} - function_words
     assert 0.2 < share(flat, bg_words) < 0.5
     multi = [r for s, rs in zip(scenes, refs) if len(s.objects) > 1 for r in rs]
     rel_words = {"left", "right", "above", "over", "below", "under", "beneath", "next", "beside", "near"}

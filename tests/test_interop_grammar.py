@@ -7,12 +7,12 @@ from pathlib import Path
 import pytest
 import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
+from test_interop_clip_hf import hf_config, synthetic_hf_state
 
 from captioning.checkpoints import load_lightning_checkpoint
+from clip.grammar import load_grammar_clip
 from clip.hf import hf_to_openai
 from retrieval.convert import convert_grammar_checkpoint, grammar_clip_from_original
-from retrieval.grammar_clip import load_grammar_clip
-from test_interop_clip_hf import hf_config, synthetic_hf_state
 
 CONVERT_TOOL = str(Path(__file__).resolve().parents[1] / "tools" / "convert_checkpoint.py")
 WIDTH = 128  # the synthetic text width

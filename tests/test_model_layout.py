@@ -72,11 +72,16 @@ def test_faithful_defaults_match_the_released_sizes():
     assert model.max_length == 20
 
 
-def test_from_config_accepts_original_option_names():
-    model = TransformerCaptioner.from_config(
-        {"vocab_size": 7, "att_feat_size": 6, "d_model": 8, "d_ff": 16, "N_enc": 1, "N_dec": 2, "num_att_heads": 2})
+def test_the_factory_reads_the_original_option_names():
+    from captioning.config import config_from_dict
+    from captioning.models.configured import build_captioner
+
+    cfg = config_from_dict({"att_feat_size": 6, "d_model": 8, "d_ff": 16, "N_enc": 1, "N_dec": 2, "num_att_heads": 2,
+                            "drop_prob_lm": 0.3, "max_length": 9})
+    model = build_captioner(cfg, 7)
     assert len(model.model.encoder.layers) == 1 and len(model.model.decoder.layers) == 2
-    assert model.model.decoder.layers[0].self_attn.h == 2
+    assert model.model.decoder.layers[0].self_attn.h == 2 and model.att_embed[2].p == 0.3
+    assert model.vocab_size == 7 and model.max_length == 9
 
 
 def test_xavier_init_inside_encoder_decoder_only():

@@ -93,7 +93,7 @@ def test_checkpoint_with_another_vocabulary_is_refused(tiny_world_factory, tmp_p
 def test_non_ascii_and_over_long_captions_reach_clip_truncated():
     import clip
     from captioning.rewards.clip_reward import RewardCLIP
-    from retrieval.grammar_clip import GrammarCLIP
+    from clip.grammar import GrammarCLIP
 
     torch.manual_seed(0)
     model = GrammarCLIP(clip.CLIP(**clip.model.tiny_clip_config("resnet")).eval())

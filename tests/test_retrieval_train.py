@@ -9,9 +9,9 @@ from PIL import Image
 import clip
 from captioning.config import ConfigError, load_config
 from captioning.fineshapes.dataset import FineShapesPaths, FineShapesSpec, generate
+from clip.grammar import load_grammar_clip
 from retrieval import run
 from retrieval.config import CONFIG_DIR, RetrievalConfig
-from retrieval.grammar_clip import load_grammar_clip
 
 TINY = dict(embed_dim=32, image_resolution=32, vision_layers=(1, 1, 1, 1), vision_width=8, vision_patch_size=None,
             context_length=48, vocab_size=49408, transformer_width=32, transformer_heads=1, transformer_layers=1)

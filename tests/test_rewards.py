@@ -1,4 +1,4 @@
-"""Rewards, baselines and the self-critical loss on hand-made inputs (reference §4.4-4.5)."""
+"""Rewards, baselines and the self-critical loss on hand-made inputs (docs/ORIGINAL.md §4.4-4.5)."""
 import itertools
 import random
 
@@ -21,8 +21,8 @@ from captioning.rewards import (
     reward_terms,
 )
 from captioning.training.losses import self_critical_loss
-from cider import save_df
-from retrieval.grammar_clip import GrammarCLIP
+from captioning.utils.io import write_pickle
+from clip.grammar import GrammarCLIP
 
 PROMPT = "A photo depicts"
 
@@ -39,7 +39,7 @@ def test_cider_reward_on_index_strings(tmp_path):
     df = {"document_frequency": {g: 1 for g in [("1",), ("2",), ("3",), ("0",), ("1", "2"), ("2", "3"), ("3", "0"),
                                                   ("1", "2", "3"), ("2", "3", "0"), ("1", "2", "3", "0")]},
           "ref_len": 2}
-    save_df(tmp_path / "tiny-idxs.p", df["document_frequency"], df["ref_len"])
+    write_pickle(tmp_path / "tiny-idxs.p", {"document_frequency": dict(df["document_frequency"]), "ref_len": df["ref_len"]})
     reward = CiderReward(cider_df_path("tiny-idxs", data_dir=tmp_path))
     gts = [labels([1, 2, 3])]  # one reference: "1 2 3 0"
     seq = torch.tensor([[1, 2, 3, 0, 0], [5, 6, 7, 0, 0], [1, 2, 3, 4, 5]])

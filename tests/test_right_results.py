@@ -18,8 +18,8 @@ import clip
 from captioning.config import Config
 from captioning.data.fingerprint import check_df, check_labels, vocab_fingerprint
 from captioning.inference import Captioner
+from clip.grammar import load_grammar_clip
 from clip.images import open_rgb, to_rgb
-from retrieval.grammar_clip import load_grammar_clip
 
 ROOT = Path(__file__).resolve().parents[1]
 RNG = np.random.default_rng(0)
@@ -101,7 +101,7 @@ def rn_checkpoint(tmp_path_factory):
 
 def _checkpoint(root: Path, family: str, width: int, resolution: int, vocab: dict | None = None,
                 **decode) -> Path:
-    from captioning.training.module import build_captioner
+    from captioning.models.configured import build_captioner
 
     torch.manual_seed(0)
     feature_clip = clip.CLIP(**clip.model.tiny_clip_config(family)).eval()

@@ -16,8 +16,10 @@ from captioning.models import sample
 from captioning.training import run as train_pl
 from captioning.training.module import CaptionerModule
 from captioning.training.optim import build_optimizer
-from cider import CiderD, document_frequency, save_df
-from retrieval.grammar_clip import GrammarCLIP, save_grammar_clip
+from captioning.utils.io import write_pickle
+from cider import CiderD, document_frequency
+from clip.grammar import GrammarCLIP
+from retrieval.export import save_grammar_clip
 
 
 def mean_sample_cider(module, feats, refs, n=10):
@@ -43,7 +45,7 @@ def test_scst_steps_raise_the_mean_reward(tmp_path, baseline):
     # documents in the df table give the shared words a non-zero idf
     refs = [[f"1 {2 + i} 6 0", f"1 {2 + i} 7 0"] for i in range(4)]
     df, ref_len = document_frequency(refs + [["8 8 0"]] * 4)
-    save_df(tmp_path / "df-idxs.p", df, ref_len)
+    write_pickle(tmp_path / "df-idxs.p", {"document_frequency": dict(df), "ref_len": ref_len})
     gts = [np.array([[int(t) for t in r.split()[:-1]] for r in rs]) for rs in refs]
     cfg = Config()
     for key, value in dict(att_feat_size=8, d_model=32, d_ff=64, N_enc=1, N_dec=1, num_att_heads=2, max_length=6,

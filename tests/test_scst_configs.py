@@ -1,4 +1,4 @@
-"""The phase-2 configs: SCST schedule and reward terms of the faithful COCO files (reference §4.4,
+"""The phase-2 configs: SCST schedule and reward terms of the faithful COCO files (docs/ORIGINAL.md §4.4,
 §8.1) and of the FineShapes files over their phase-1 base."""
 from pathlib import Path
 

@@ -9,11 +9,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_claims import BREAKS, TABLE
 
 from captioning.evaluation.claims import ROLES
 from captioning.evaluation.report import COLUMNS, results_table
 from captioning.evaluation.seeds import aggregate, spread_markdown
-from test_claims import BREAKS, TABLE
 
 REPO = Path(__file__).resolve().parents[1]
 

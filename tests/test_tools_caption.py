@@ -12,7 +12,7 @@ import clip
 from captioning.config import Config
 from captioning.inference import Captioner
 from captioning.models import decode_sequence, sample
-from captioning.training.module import build_captioner
+from captioning.models.configured import build_captioner
 
 CAPTION_TOOL = str(Path(__file__).resolve().parents[1] / "tools" / "caption.py")
 VOCAB = {"1": "a", "2": "red", "3": "circle", "4": "on", "5": "grass"}

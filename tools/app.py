@@ -30,7 +30,7 @@ from captioning.fineshapes.demo_runs import DEMO_RUNS
 from captioning.inference import Captioner
 from captioning.metrics import CLIPScorer, caption_claims
 from captioning.rewards.clip_reward import eval_clip_source
-from retrieval.grammar_clip import GrammarCLIP, load_grammar_clip
+from clip.grammar import GrammarCLIP, load_grammar_clip
 
 CSS = """
 #captions table { border-collapse: collapse; width: 100%; }

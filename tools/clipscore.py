@@ -28,7 +28,7 @@ from captioning.cli import ArgumentParser, at_least, entry_point
 from captioning.evaluation.retrieval import encode_images
 from captioning.metrics import CLIPScorer, language_eval
 from captioning.utils.io import write_json
-from retrieval.grammar_clip import load_grammar_clip
+from clip.grammar import load_grammar_clip
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tiff")
 OTHER_METRICS = (("Bleu_1", "BLEU-1"), ("Bleu_2", "BLEU-2"), ("Bleu_3", "BLEU-3"), ("Bleu_4", "BLEU-4"),

@@ -26,8 +26,8 @@ import sys
 import torch
 
 import clip
-from captioning.cli import ArgumentParser, entry_point
 from captioning.checkpoints import convert_captioner_checkpoint, read_captioner_checkpoint
+from captioning.cli import ArgumentParser, entry_point
 from captioning.utils.io import atomic_path
 from clip.hf import read_hf_folder
 from retrieval.convert import convert_grammar_checkpoint

@@ -1,4 +1,4 @@
-"""Caption data set and Lightning data module (reference §2).
+"""Caption data set and Lightning data module (docs/ORIGINAL.md §2).
 
 One item is one image: its grid features (N tokens x C), ``seq_per_img`` caption rows (a
 contiguous window at a random offset, as the original; draws with replacement when the image
@@ -25,6 +25,7 @@ from captioning.cli import InputError
 from captioning.data.fingerprint import check_labels
 from captioning.utils.io import read_json
 from captioning.data.features import FeatureStore, open_features
+from captioning.data.karpathy import splits_of
 from captioning.data.sampler import EpochSampler, item_rng
 
 
@@ -40,16 +41,6 @@ class DataPaths:
     input_label_h5: str | None
     input_att_dir: str
     input_clipscore_vis_dir: str | None = None
-
-
-def split_of(entry_split: str | None, train_only: bool = False) -> set[str]:
-    """Loader splits an image belongs to: ``restval`` counts as ``train`` (unless train_only);
-    an image without a split belongs to every split."""
-    if entry_split is None:
-        return {"train", "val", "test"}
-    if entry_split == "restval":
-        return set() if train_only else {"train"}
-    return {entry_split}
 
 
 class CaptionDataset(Dataset):
@@ -68,7 +59,7 @@ class CaptionDataset(Dataset):
         self.seed, self.norm_att_feat = seed, norm_att_feat
         self.split_ix: dict[str, list[int]] = {"train": [], "val": [], "test": []}
         for ix, img in enumerate(self.images):
-            for s in split_of(img.get("split"), train_only):
+            for s in splits_of(img.get("split"), train_only):
                 if s in self.split_ix:
                     self.split_ix[s].append(ix)
         self.att = open_features(paths.input_att_dir)
@@ -165,7 +156,7 @@ class CaptionDataset(Dataset):
 
 
 def collate(batch: list[dict[str, Any]]) -> dict[str, Any]:
-    """Stack items as the original's ``collate_func`` (reference §2)."""
+    """Stack items as the original's ``collate_func`` (docs/ORIGINAL.md §2)."""
     b = len(batch)
     lengths = [x["att_feats"].shape[0] for x in batch]
     dim = batch[0]["att_feats"].shape[1]

@@ -1,4 +1,4 @@
-"""Batched CLIP feature extraction (reference §1.4-1.6): grid features for the captioner and
+"""Batched CLIP feature extraction (docs/ORIGINAL.md §1.4-1.6): grid features for the captioner and
 L2-normalised CLIP-S image embeddings.
 
 ``scripts/clip_prepro_feats.py``, ``scripts/clipscore_prepro_feats.py`` and their
@@ -40,6 +40,7 @@ from tqdm import tqdm
 import clip
 from clip.images import ImageReadError, open_rgb
 from clip.model import CLIP, ModifiedResNet, patch_grid
+from captioning.data.karpathy import image_id as karpathy_id
 from captioning.cli import ArgumentParser, InputError, at_least, entry_point
 from captioning.utils.io import read_json
 from captioning.data.features import FeatureWriter, FolderWriter, PackedWriter, merge_packed
@@ -73,9 +74,9 @@ def read_image_list(input_json: str | Path, images_root: str | Path, stem_ids: b
     root, entries, seen = Path(images_root), [], set()
     for k, img in enumerate(info["images"]):
         if "filepath" in img and "filename" in img:
-            if "cocoid" not in img:
-                raise ImageListError(f"{input_json}: images[{k}] is a Karpathy entry without 'cocoid'")
-            image_id, path = img["cocoid"], root / img["filepath"] / img["filename"]
+            if "cocoid" not in img and "imgid" not in img:
+                raise ImageListError(f"{input_json}: images[{k}] is a Karpathy entry without 'cocoid' (or 'imgid')")
+            image_id, path = karpathy_id(img), root / img["filepath"] / img["filename"]
         elif "file_path" in img:
             path = root / img["file_path"]
             stem = Path(img["file_path"]).stem

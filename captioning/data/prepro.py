@@ -1,4 +1,4 @@
-"""Caption preprocessing, faithful to the original (reference §1.2-1.3).
+"""Caption preprocessing, faithful to the original (docs/ORIGINAL.md §1.2-1.3).
 
 * :func:`build_vocab` / :func:`encode_captions` / :func:`prepro_labels`: Karpathy JSON ->
   ``cocotalk.json`` (``ix_to_word``, ``images``) + ``<prefix>_label.h5`` (``labels``,
@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image
 
 from cider import document_frequency
+from captioning.data.karpathy import image_id
 from captioning.cli import InputError
 from captioning.data.fingerprint import FINGERPRINT_KEY, vocab_fingerprint
 from captioning.utils.io import atomic_path, read_json, write_json, write_pickle
@@ -55,11 +56,6 @@ def load_karpathy(path: str | os.PathLike) -> list[dict[str, Any]]:
                 raise DataError(f"{path}: image #{i} (id {image_id(img)}) caption #{j} is empty "
                                 f"(raw: {sent.get('raw', '')!r})")
     return images
-
-
-def image_id(img: dict[str, Any]) -> int:
-    """The id the original uses everywhere: ``cocoid``, else ``imgid``."""
-    return img["cocoid"] if "cocoid" in img else img["imgid"]
 
 
 def build_vocab(images: list[dict[str, Any]], count_threshold: int = 5) -> list[str]:
@@ -216,3 +212,12 @@ def check_vocab_of(images: list[dict[str, Any]], info: dict[str, Any], input_jso
     if foreign:
         raise DataError(f"{dict_json} has {len(foreign)} word(s) that never occur in {input_json}, e.g. "
                         f"{foreign[:5]}; give the --dict_json made from this --input_json")
+
+
+def read_vocab(input_json: str) -> dict[str, str]:
+    """``ix_to_word`` of a prepro_labels JSON."""
+    info = read_json(input_json)
+    vocab = info.get("ix_to_word") if isinstance(info, dict) else None
+    if not vocab:
+        raise InputError(f"{input_json} has no ix_to_word vocabulary (run scripts/prepro_labels.py)")
+    return vocab

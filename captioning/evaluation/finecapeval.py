@@ -5,9 +5,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+from captioning.cli import InputError
 from captioning.fineshapes.dataset import load_scenes
 from captioning.metrics import language_eval, load_finecapeval, score_finecapeval, truth_metrics
-from captioning.cli import InputError
 from captioning.utils.io import read_json, write_json
 
 

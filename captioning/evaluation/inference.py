@@ -8,10 +8,12 @@ import torch
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
+from captioning.checkpoints import checkpoint_vocab
 from captioning.config import Config
 from captioning.data.dataset import CaptionDataset, DataPaths, collate
+from captioning.data.prepro import read_vocab
 from captioning.models import decode_sequence
-from captioning.training.module import CaptionerModule, checkpoint_vocab, load_weights, read_vocab
+from captioning.training.module import CaptionerModule, load_weights
 
 
 @torch.inference_mode()

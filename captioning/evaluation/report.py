@@ -21,16 +21,17 @@ import torch
 from tqdm import tqdm
 
 from captioning.data.features import open_features
+from captioning.data.karpathy import image_id, split_images
 from captioning.evaluation.claims import ROLES, check_claims, claims_markdown
 from captioning.evaluation.seeds import aggregate, spread_markdown
-from clip.images import open_rgb
 from captioning.fineshapes.dataset import load_scenes
 from captioning.metrics import CLIPScorer, truth_metrics
 from captioning.metrics.language import refs_from_karpathy
 from captioning.metrics.truth import Claim, caption_claims
-from captioning.utils.io import write_json, write_text
 from captioning.rewards.clip_reward import RewardCLIP
-from retrieval.grammar_clip import load_grammar_clip
+from captioning.utils.io import write_json, write_text
+from clip.grammar import load_grammar_clip
+from clip.images import open_rgb
 
 COLUMNS = [  # (header, key, scale, format)
     ("BLEU-4", "Bleu_4", 100, "{:.1f}"), ("METEOR", "METEOR", 100, "{:.1f}"), ("ROUGE-L", "ROUGE_L", 100, "{:.1f}"),
@@ -163,9 +164,8 @@ def caption_grid(inp: ReportInputs, rows: dict[str, dict], path: Path, n: int = 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    with open(inp.dataset_json, encoding="utf-8") as f:
-        files = {str(im.get("cocoid", im.get("imgid"))): Path(inp.images_root) / im.get("filepath", "") / im["filename"]
-                 for im in json.load(f)["images"] if im.get("split", inp.split) == inp.split}
+    files = {str(image_id(im)): Path(inp.images_root) / im.get("filepath", "") / im["filename"]
+             for im in split_images(inp.dataset_json, inp.split)}
     shared = set.intersection(*(set(r["captions"]) for r in rows.values()))
     candidates = [i for i in sort_ids(shared) if i in files and files[i].is_file()
                   and (scenes is None or i in scenes)]

@@ -18,39 +18,28 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 import clip
-from clip.images import open_rgb
+from captioning.cli import InputError
 from captioning.data.features import open_features
+from captioning.data.karpathy import image_id, read_images, split_images
 from captioning.evaluation.finecapeval import read_generated
 from captioning.metrics import image_text_retrieval
-from captioning.cli import InputError
-from captioning.utils.io import read_json, write_json
+from captioning.utils.io import write_json
+from clip.images import open_rgb
 
 MIN_PAIRS = 100  # fewer pairs than this give a warning
 
 
-def _images(input_json: str | os.PathLike) -> list[dict[str, Any]]:
-    info = read_json(input_json)
-    if not isinstance(info, dict) or not isinstance(info.get("images"), list):
-        raise InputError(f"{input_json}: expected a top-level 'images' list (a Karpathy or prepro_labels JSON)")
-    return info["images"]
-
-
 def first_gt_captions(input_json: str | os.PathLike, split: str = "test") -> dict[str, str]:
     """The first raw reference of every image of ``split`` in a Karpathy-format JSON (the ``--gt`` mode)."""
-    images = _images(input_json)
-    out = {str(im.get("cocoid", im.get("imgid"))): im["sentences"][0]["raw"].strip()
-           for im in images if im["split"] == split}
-    if not out:
-        raise InputError(f"{input_json}: no images in split {split!r}")
-    return out
+    return {str(image_id(im)): im["sentences"][0]["raw"].strip() for im in split_images(input_json, split)}
 
 
 def image_paths(input_json: str | os.PathLike, images_root: str | os.PathLike) -> dict[str, Path]:
     """Image id -> file, from a Karpathy JSON (filepath/filename) or a prepro_labels / FineCapEval JSON (file_path)."""
-    images = _images(input_json)
+    images = read_images(input_json)
     out = {}
     for im in images:
-        key = str(im["cocoid"] if "cocoid" in im else im.get("id", im.get("imgid")))
+        key = str(im["id"] if "file_path" in im else image_id(im))
         rel = im["file_path"] if "file_path" in im else os.path.join(im.get("filepath", ""), im["filename"])
         out[key] = Path(images_root) / rel
     return out

@@ -114,7 +114,8 @@ def reference_caption(scene: Scene, rng: np.random.Generator, style: ReferenceSt
     order = [objs[k] for k in rng.permutation(len(objs))]
     if len(objs) > 1 and rng.random() < style.p_group:
         color = len({o.color for o in objs}) == 1 and rng.random() < style.p_color
-        shape_noun = PLURALS[objs[0].shape] if len({o.shape for o in objs}) == 1 else GENERIC_NOUNS[_choice(rng, tuple(GENERIC_NOUNS))]
+        same_shape = len({o.shape for o in objs}) == 1
+        shape_noun = PLURALS[objs[0].shape] if same_shape else GENERIC_NOUNS[_choice(rng, tuple(GENERIC_NOUNS))]
         words = [NUMBER_NAMES[len(objs)]] + ([objs[0].color] if color else []) + [shape_noun]
         text = " ".join(words)
     else:

@@ -53,7 +53,8 @@ def _background(kind: str, size: int, rng: np.random.Generator) -> np.ndarray:
         shift = (row % 2) * 0.5
         mortar_h = (y * rows) % 1.0 < 0.12
         mortar_v = ((x * 4 + shift + rng.uniform()) % 1.0) < 0.05
-        img = np.where((mortar_h | mortar_v)[..., None], np.array([205, 200, 190], np.float32), np.array([160, 75, 55], np.float32))
+        mortar, brick = np.array([205, 200, 190], np.float32), np.array([160, 75, 55], np.float32)
+        img = np.where((mortar_h | mortar_v)[..., None], mortar, brick)
     else:
         raise ValueError(f"unknown background {kind!r}")
     return np.clip(img, 0, 255).astype(np.uint8)

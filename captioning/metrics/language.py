@@ -41,6 +41,7 @@ from pycocoevalcap.meteor.meteor import Meteor
 from pycocoevalcap.rouge.rouge import Rouge
 from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 
+from captioning.data.karpathy import image_id, split_images
 from captioning.metrics.diversity import bad_count_rate
 from captioning.utils.io import write_json
 from cider import CiderD
@@ -60,19 +61,9 @@ _LINE_BREAKS = re.compile("[\n\r\v\f\x85\u2028\u2029]")
 def refs_from_karpathy(path: str | os.PathLike, split: str) -> dict[ImageId, list[str]]:
     """Raw reference sentences per image of one split of a Karpathy-format dataset JSON.
 
-    The image id is ``cocoid`` (``imgid`` when absent); ``train`` includes ``restval`` and images
-    without a ``split`` belong to every split, as in the data loader.
+    Image ids and splits follow :mod:`captioning.data.karpathy`.
     """
-    with open(path) as f:
-        images = json.load(f)["images"]
-    wanted = {"train", "restval"} if split == "train" else {split}
-    refs = {
-        img.get("cocoid", img.get("imgid")): [s["raw"].strip() for s in img["sentences"]]
-        for img in images
-        if img.get("split", split) in wanted
-    }
-    if not refs:
-        raise ValueError(f"{path}: no images in split {split!r}")
+    refs = {image_id(img): [s["raw"].strip() for s in img["sentences"]] for img in split_images(path, split)}
     return refs
 
 
@@ -307,10 +298,10 @@ def merge_metrics(
     merged = dict(result)
     merged["overall"] = {**result["overall"], **(overall or {})}
     img_to_eval = {i: dict(entry) for i, entry in result["imgToEval"].items()}
-    for image_id, fields in (per_image or {}).items():
-        if image_id not in img_to_eval:
-            raise ValueError(f"per-image metrics for unknown image id {image_id!r}")
-        img_to_eval[image_id].update(fields)
+    for key, fields in (per_image or {}).items():
+        if key not in img_to_eval:
+            raise ValueError(f"per-image metrics for unknown image id {key!r}")
+        img_to_eval[key].update(fields)
     merged["imgToEval"] = img_to_eval
     return merged
 

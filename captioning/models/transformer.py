@@ -126,12 +126,6 @@ class TransformerCaptioner(nn.Module):
             if p.dim() > 1:
                 nn.init.xavier_uniform_(p)
 
-    @classmethod
-    def from_config(cls, cfg: dict) -> "TransformerCaptioner":
-        """Build from a dict with the original option names (``N_enc``, ``num_att_heads``, ...)."""
-        names = {"N_enc": "n_enc", "N_dec": "n_dec", "num_att_heads": "num_heads"}
-        return cls(**{names.get(k, k): v for k, v in cfg.items()})
-
     # ----- encoder -----
 
     def _visual_tokens(self, att_feats: Tensor, att_masks: Tensor | None) -> tuple[Tensor, Tensor | None]:

@@ -1,4 +1,4 @@
-"""Self-critical rewards: CIDEr-D, BLEU-4, CLIP-S / RefCLIP-S, grammar; baselines (reference §4.4-4.5)."""
+"""Self-critical rewards: CIDEr-D, BLEU-4, CLIP-S / RefCLIP-S, grammar; baselines (docs/ORIGINAL.md §4.4-4.5)."""
 from captioning.rewards.baselines import greedy_baseline, leave_one_out_baseline
 from captioning.rewards.cider_reward import CiderReward, bleu4_reward, cider_df_path, reference_strings
 from captioning.rewards.clip_reward import RewardCLIP, eval_clip_source, load_reward_clip, reward_clip_source

@@ -1,4 +1,4 @@
-"""Self-critical baselines (reference §4.4): the greedy caption's score, or the mean score of the
+"""Self-critical baselines (docs/ORIGINAL.md §4.4): the greedy caption's score, or the mean score of the
 other samples of the same image (leave-one-out, the "new self-critical" of Luo 2020)."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""CIDEr-D and BLEU-4 rewards on index strings (reference §4.5, §10 item 9).
+"""CIDEr-D and BLEU-4 rewards on index strings (docs/ORIGINAL.md §4.5, §10 item 9).
 
 Candidates and references are the strings of vocabulary indices of ``cider.index_strings``:
 a sample is its ids up to and including the first 0 (``"12 45 7 0"``), a reference is one of

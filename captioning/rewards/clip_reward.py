@@ -1,4 +1,4 @@
-"""CLIP-S and grammar scores of decoded captions with a frozen CLIP (reference §4.5).
+"""CLIP-S and grammar scores of decoded captions with a frozen CLIP (docs/ORIGINAL.md §4.5).
 
 Text is the decoded word string (UNK appears literally as ``UNK``) prefixed with
 ``"A photo depicts "``; one batch is encoded at a time, under no_grad, each unique string once,
@@ -21,7 +21,7 @@ from torch import Tensor
 
 from captioning.config import RewardConfig
 from captioning.metrics.clipscore import CLIP_S_WEIGHT, PROMPT, clip_s, refclip_s
-from retrieval.grammar_clip import GrammarCLIP, load_grammar_clip
+from clip.grammar import GrammarCLIP, load_grammar_clip
 
 
 class RewardCLIP:
@@ -93,7 +93,7 @@ def reward_clip_source(r: RewardConfig) -> str:
 
 def eval_clip_source(r: RewardConfig) -> str:
     """The CLIP of validation CLIP-S / RefCLIP-S: the reward CLIP, except with ``use_grammar``,
-    where ``clip_model`` (not fine-tuned) is used as in the original (reference §4.1, §4.7)."""
+    where ``clip_model`` (not fine-tuned) is used as in the original (docs/ORIGINAL.md §4.1, §4.7)."""
     return r.clip_model if r.use_grammar else reward_clip_source(r)
 
 

@@ -1,4 +1,4 @@
-"""The self-critical reward: weighted terms, each against a baseline (reference §4.4).
+"""The self-critical reward: weighted terms, each against a baseline (docs/ORIGINAL.md §4.4).
 
 Terms by configuration (the original's branches; ``w_*`` are config keys):
 

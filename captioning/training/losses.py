@@ -1,4 +1,4 @@
-"""Training losses: MLE (reference §4.3) and self-critical (§4.4)."""
+"""Training losses: MLE (docs/ORIGINAL.md §4.3) and self-critical (§4.4)."""
 from __future__ import annotations
 
 import torch

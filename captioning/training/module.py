@@ -1,4 +1,4 @@
-"""The captioning LightningModule: MLE and self-critical training, validation and test (reference §4).
+"""The captioning LightningModule: MLE and self-critical training, validation and test (docs/ORIGINAL.md §4).
 
 Training is MLE until epoch ``self_critical_after`` (-1: never), self-critical (SCST) from then
 on: ``train_sample_n`` captions sampled per image with dropout on, the configured reward
@@ -9,7 +9,7 @@ mode, or the mean of the image's other samples), and the loss of
 Validation and test decode greedily; when the batches carry CLIP-S image embeddings
 (``use_clipscore`` or ``eval_clipscore``) they also score CLIP-S, RefCLIP-S (the original's and
 Hessel's) against the decoded reference rows, and ``grammar_prob`` with the fine-tuned grammar
-CLIP when ``use_grammar`` (reference §4.7, §10 item 6).
+CLIP when ``use_grammar`` (docs/ORIGINAL.md §4.7, §10 item 6).
 
 Checkpoints hold the model weights under ``model.*`` plus two plain hyper-parameters: the
 flat resolved config and the vocabulary (``ix_to_word``). Nothing custom is pickled; the
@@ -27,9 +27,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from captioning.checkpoints import read_captioner_checkpoint
-from captioning.cli import InputError
-from captioning.utils.io import read_json
+from captioning.checkpoints import CheckpointError, check_checkpoint_vocab, read_captioner_checkpoint
 from captioning.config import Config, config_from_dict
 from captioning.metrics import (
     CLIPScorer,
@@ -39,7 +37,8 @@ from captioning.metrics import (
     refs_from_karpathy,
     write_eval_results,
 )
-from captioning.models import DecodeOutput, TransformerCaptioner, bad_ending_ids, beam_search, decode_sequence, sample
+from captioning.models import DecodeOutput, bad_ending_ids, beam_search, decode_sequence, sample
+from captioning.models.configured import build_captioner, decode_configured
 from captioning.rewards import (
     RewardCLIP,
     SelfCriticalReward,
@@ -53,16 +52,6 @@ from captioning.training.optim import build_optimizer
 from captioning.training.scheduled_sampling import ss_prob, teacher_forcing_with_sampling
 
 CLIP_METRICS = ("CLIP-S", "RefCLIP-S", "RefCLIP-S-Hessel", "grammar_prob")
-
-
-def build_captioner(cfg: Config, vocab_size: int) -> TransformerCaptioner:
-    """The captioner of the config's sizes for a vocabulary of ``vocab_size`` words."""
-    if cfg.model.caption_model != "transformer":
-        raise ValueError(f"caption_model {cfg.model.caption_model!r} is not supported; use 'transformer'")
-    m = cfg.model
-    return TransformerCaptioner(vocab_size=vocab_size, att_feat_size=m.att_feat_size, d_model=m.d_model, d_ff=m.d_ff,
-                                n_enc=m.N_enc, n_dec=m.N_dec, num_heads=m.num_att_heads, dropout=m.dropout,
-                                drop_prob_lm=m.drop_prob_lm, max_length=m.max_length)
 
 
 def load_references(path: str, split: str) -> dict[Any, list[str]]:
@@ -320,39 +309,6 @@ def _mean(values) -> float:
 
 
 @torch.no_grad()
-def decode_configured(model: TransformerCaptioner, vocab: dict[str, str], cfg: Config, att_feats: Tensor,
-                      att_masks: Tensor | None, full_logprobs: bool = False) -> DecodeOutput:
-    """Decode with ``cfg.decode`` (beam size, sampling, ``suppress_UNK``, ``block_trigrams``,
-    ``remove_bad_endings``, ...): the one decoding of validation, test, and ``tools/caption.py``."""
-    d = cfg.decode
-    words = list(vocab.values())
-    unk_idx = len(words) if words and words[-1] == "UNK" else None
-    common = dict(max_length=cfg.model.max_length, decoding_constraint=bool(d.decoding_constraint),
-                  bad_ending_ids=bad_ending_ids(vocab) if d.remove_bad_endings else None,
-                  block_trigrams=bool(d.block_trigrams), return_full_logprobs=full_logprobs)
-    if d.beam_size > 1:
-        return beam_search(model, att_feats, att_masks, beam_size=d.beam_size, group_size=d.group_size,
-                           sample_n=d.sample_n if d.sample_n > 1 else 1, length_penalty=d.length_penalty,
-                           temperature=d.temperature, unk_idx=unk_idx if d.suppress_UNK else None, **common)
-    return sample(model, att_feats, att_masks, method=d.sample_method, temperature=d.temperature, **common)
-
-
-class CheckpointError(InputError):
-    """A checkpoint does not fit the data or the configured model."""
-
-
-def checkpoint_vocab(path: str | Path) -> dict[str, str]:
-    """The vocabulary stored in a captioner checkpoint (ours or the original's)."""
-    return read_captioner_checkpoint(path)[1]
-
-
-def check_checkpoint_vocab(path: str | Path, vocab: dict[str, str], data_vocab: dict[str, str]) -> None:
-    """Refuse a checkpoint trained with another vocabulary than the data's."""
-    if vocab != data_vocab:
-        raise CheckpointError(f"{path} was trained with a different vocabulary ({len(vocab)} words) than the data's "
-                              f"({len(data_vocab)} words); use the cocotalk.json it was trained with")
-
-
 def load_weights(module: CaptionerModule, path: str | Path) -> None:
     """Load only the model weights of a checkpoint (ours or the original's) into ``module``
     (``--init_from``, evaluation)."""
@@ -365,12 +321,3 @@ def load_weights(module: CaptionerModule, path: str | Path) -> None:
         module.model.load_state_dict(state, strict=True)
     except RuntimeError as e:
         raise CheckpointError(f"{path} does not fit the configured model: {e}") from None
-
-
-def read_vocab(input_json: str) -> dict[str, str]:
-    """``ix_to_word`` of a prepro_labels JSON."""
-    info = read_json(input_json)
-    vocab = info.get("ix_to_word") if isinstance(info, dict) else None
-    if not vocab:
-        raise InputError(f"{input_json} has no ix_to_word vocabulary (run scripts/prepro_labels.py)")
-    return vocab

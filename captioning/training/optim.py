@@ -1,4 +1,4 @@
-"""Optimisers and learning-rate schedules (reference §4.2)."""
+"""Optimisers and learning-rate schedules (docs/ORIGINAL.md §4.2)."""
 from __future__ import annotations
 
 import math

@@ -6,14 +6,13 @@ from pathlib import Path
 
 import h5py
 
-from captioning.checkpoints import read_captioner_checkpoint
+from captioning.checkpoints import check_checkpoint_vocab, read_captioner_checkpoint
 from captioning.cli import InputError
 from captioning.config import Config
 from captioning.data.features import PackedFeatures, open_features
 from captioning.data.fingerprint import check_df, check_labels
 from captioning.rewards.cider_reward import cider_df_path
 from captioning.rewards.self_critical import reward_terms
-from captioning.training.module import check_checkpoint_vocab
 from captioning.utils.io import read_json
 from cider.df_file import read_df_file
 

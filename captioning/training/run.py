@@ -55,12 +55,12 @@ from pytorch_lightning.callbacks import LearningRateMonitor
 from captioning.cli import entry_point
 from captioning.config import Config, ConfigError, parse_args, save_config
 from captioning.data.dataset import CaptionDataModule, data_paths_from_config
+from captioning.data.prepro import read_vocab
 from captioning.training.checkpoint_io import AtomicCheckpointIO
 from captioning.training.loggers import build_loggers
-from captioning.training.module import CaptionerModule, load_weights, read_vocab
+from captioning.training.module import CaptionerModule, load_weights
 from captioning.training.preflight import check_inputs
 from captioning.training.runs import (
-    RunError,
     RunLock,
     check_resume_epochs,
     checkpoint_callbacks,

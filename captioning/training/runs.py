@@ -31,7 +31,6 @@ from pytorch_lightning.callbacks import Checkpoint, ModelCheckpoint
 
 from captioning.cli import InputError
 
-
 # One run per id is enforced by claim_run_id, so Lightning's warning about files in the folder (ours:
 # the lock, the config, a resumed run's checkpoints) says nothing.
 warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")

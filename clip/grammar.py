@@ -1,6 +1,6 @@
 """A CLIP with an optional grammar head: what the CLIP-S (+ grammar) reward and evaluation load.
 
-The grammar head (reference §4.5, §6.2) is Linear(W->W, no bias) -> ReLU -> Linear(W->2, no
+The grammar head (docs/ORIGINAL.md §4.5, §6.2) is Linear(W->W, no bias) -> ReLU -> Linear(W->2, no
 bias) over the *pre-projection* text feature (the final-LayerNorm state at EOT, width W =
 ``transformer_width``); class 1 means "grammatical".
 
@@ -9,24 +9,23 @@ Files :func:`load_grammar_clip` accepts (``clip_load_path``):
 * anything :func:`clip.load` accepts (an OpenAI model name or file, a plain OpenAI-layout state
   dict): CLIP only, no grammar head;
 * a grammar-CLIP file, a dict ``{"state_dict": {"clip.<OpenAI-layout key>": ..., "grammar_head.0.weight":
-  (W, W), "grammar_head.2.weight": (2, W)}}`` (what :func:`save_grammar_clip` writes), or a Lightning
-  checkpoint of ``retrieval/train_pl.py`` whose ``state_dict`` has those keys (optionally under a
-  ``model.`` prefix).
+  (W, W), "grammar_head.2.weight": (2, W)}}`` (:func:`grammar_clip_file` builds it; the retrieval
+  trainer writes it), or a Lightning checkpoint of ``retrieval/train_pl.py`` whose ``state_dict``
+  has those keys (optionally under a ``model.`` prefix).
 """
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-import clip
-from clip.pretrained import is_torchscript_archive, torch_load
-from captioning.utils.io import atomic_path
-
-PROMPT = "A photo depicts"
+from clip.model import CLIP, build_model
+from clip.pretrained import is_torchscript_archive, load, torch_load
+from clip.tokenizer import tokenize
 
 
 def grammar_head(width: int) -> nn.Sequential:
@@ -37,7 +36,7 @@ def grammar_head(width: int) -> nn.Sequential:
 class GrammarCLIP(nn.Module):
     """``clip`` (a :class:`clip.CLIP`) and, optionally, ``grammar_head``."""
 
-    def __init__(self, clip_model: clip.CLIP, with_head: bool = True):
+    def __init__(self, clip_model: CLIP, with_head: bool = True):
         super().__init__()
         self.clip = clip_model
         self.grammar_head = grammar_head(clip_model.ln_final.weight.shape[0]) if with_head else None
@@ -50,7 +49,7 @@ class GrammarCLIP(nn.Module):
         """Token ids (truncated to the context length), optionally prefixed with ``prompt + ' '``."""
         if prompt:
             texts = [f"{prompt} {t}" for t in texts]
-        return clip.tokenize(texts, context_length=self.clip.context_length, truncate=True).to(self.device)
+        return tokenize(texts, context_length=self.clip.context_length, truncate=True).to(self.device)
 
     def text_features(self, tokens: Tensor) -> tuple[Tensor, Tensor]:
         """(pre-projection pooled features, L2-normalised projected embeddings)."""
@@ -67,11 +66,9 @@ class GrammarCLIP(nn.Module):
         return self.grammar_logits(pooled).softmax(-1)[:, 1]
 
 
-def save_grammar_clip(model: GrammarCLIP, path: str | os.PathLike) -> None:
-    """Write a grammar-CLIP file atomically (plain tensors only)."""
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    with atomic_path(path) as tmp:
-        torch.save({"state_dict": state}, tmp)
+def grammar_clip_file(model: GrammarCLIP) -> dict[str, Any]:
+    """The content of a grammar-CLIP file (plain CPU tensors only), for ``torch.save``."""
+    return {"state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
 
 
 def load_grammar_clip(name_or_path: str | os.PathLike, device: str | torch.device = "cpu") -> GrammarCLIP:
@@ -85,9 +82,9 @@ def load_grammar_clip(name_or_path: str | os.PathLike, device: str | torch.devic
             if any(k.startswith("clip.") for k in state):
                 clip_state = {k[len("clip."):]: v for k, v in state.items() if k.startswith("clip.")}
                 head = {k[len("grammar_head."):]: v for k, v in state.items() if k.startswith("grammar_head.")}
-                model = GrammarCLIP(clip.build_model(clip_state), with_head=bool(head))
+                model = GrammarCLIP(build_model(clip_state), with_head=bool(head))
                 if head:
                     model.grammar_head.load_state_dict(head, strict=True)
                 return model.to(device).eval()
-    clip_model, _ = clip.load(str(name_or_path), device=device)
+    clip_model, _ = load(str(name_or_path), device=device)
     return GrammarCLIP(clip_model, with_head=False).to(device).eval()
