@@ -23,8 +23,9 @@ import torch
 
 import clip
 from captioning.config import RewardConfig
+from captioning.metrics.clipscore import CLIPScorer
 from captioning.models import TransformerCaptioner, sample
-from captioning.rewards import CiderReward, RewardCLIP, SelfCriticalReward, reward_terms
+from captioning.rewards import CiderReward, SelfCriticalReward, reward_terms
 from captioning.training.losses import self_critical_loss
 from clip.grammar import GrammarCLIP
 
@@ -73,7 +74,7 @@ def main() -> None:
     att = torch.randn(args.batch, s["tokens"], s["att_feat_size"])
     cider = CiderReward("data/fineshapes-train-idxs.p")
     clip_model = clip.CLIP(**clip.tiny_clip_config("resnet"))
-    reward_clip = RewardCLIP(GrammarCLIP(clip_model, with_head=True))
+    reward_clip = CLIPScorer(GrammarCLIP(clip_model, with_head=True))
     vis = torch.randn(args.batch, clip_model.text_projection.shape[1])
     print(f"size {args.size}, batch {args.batch} x {args.sample_n} samples, {args.threads} thread(s), "
           f"median of {args.repeats} steps; seconds")

@@ -20,8 +20,8 @@ import clip
 from captioning.config import Config
 from captioning.fineshapes.dataset import load_scenes
 from captioning.metrics import caption_claims
+from captioning.metrics.clipscore import load_scorer
 from captioning.models.configured import build_captioner
-from captioning.rewards.clip_reward import load_reward_clip
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = ROOT / "tools" / "app.py"
@@ -77,7 +77,7 @@ def test_rows_match_caption_tool_clip_s_and_claims(demo, demo_inputs):
         assert fineshapes and [r.label for r in rows] == ["alpha", "beta"]
         assert [r.caption for r in rows] == [caption_tool(image, path, beam) for _, path in ckpts]
     assert rows[0].caption != rows[1].caption
-    reward = load_reward_clip(CLIP)
+    reward = load_scorer(CLIP)
     with Image.open(image) as img:
         emb = reward.model.clip.encode_image(clip.transforms.clip_preprocess(96)(img.convert("RGB"))[None]).detach()
     expected = reward.clip_s(emb.expand(2, -1), reward.encode([r.caption for r in rows])[1])

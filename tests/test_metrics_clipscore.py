@@ -38,15 +38,22 @@ def test_zero_sides_give_zero_not_nan():
 
 
 class FakeEncoder:
-    """Maps prompted strings to fixed vectors and records every batch it is asked to encode."""
+    """A stand-in CLIP: maps prompted strings to fixed vectors and records every batch it encodes."""
+
+    grammar_head = None
+    device = torch.device("cpu")
 
     def __init__(self, table):
         self.table = table
         self.calls = []
 
-    def __call__(self, texts):
-        self.calls.append(list(texts))
-        return torch.stack([5.0 * self.table[t] for t in texts])  # unnormalised on purpose
+    def tokenize(self, texts, prompt=None):
+        return [f"{prompt} {t}" if prompt else t for t in texts]
+
+    def text_features(self, tokens):
+        self.calls.append(list(tokens))
+        emb = torch.stack([5.0 * self.table[t] for t in tokens])  # unnormalised on purpose
+        return emb, emb
 
 
 def test_scorer_prompt_dedup_cache_and_values():

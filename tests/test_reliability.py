@@ -92,12 +92,12 @@ def test_checkpoint_with_another_vocabulary_is_refused(tiny_world_factory, tmp_p
 
 def test_non_ascii_and_over_long_captions_reach_clip_truncated():
     import clip
-    from captioning.rewards.clip_reward import RewardCLIP
+    from captioning.metrics.clipscore import CLIPScorer
     from clip.grammar import GrammarCLIP
 
     torch.manual_seed(0)
     model = GrammarCLIP(clip.CLIP(**clip.model.tiny_clip_config("resnet")).eval())
-    reward = RewardCLIP(model)
+    reward = CLIPScorer(model)
     long = " ".join(["a small red circle left of a large blue square"] * 20)   # far beyond 32 tokens
     captions = [long, "ein grüner Würfel über einem Kreis ☃", ""]
     with pytest.raises(ValueError, match="more than the context length 32"):

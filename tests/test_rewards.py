@@ -9,9 +9,9 @@ import torch.nn.functional as F
 
 import clip
 from captioning.config import RewardConfig
+from captioning.metrics.clipscore import CLIPScorer
 from captioning.rewards import (
     CiderReward,
-    RewardCLIP,
     RewardTerm,
     SelfCriticalReward,
     bleu4_reward,
@@ -166,7 +166,7 @@ def test_clip_s_reward_is_2_5_when_text_equals_image(tiny_clip):
     seq = torch.tensor([[1, 2, 3, 0], [1, 4, 3, 0], [1, 2, 3, 0]])
     emb = text_embedding(tiny_clip, [f"{PROMPT} a red circle", f"{PROMPT} a UNK circle"])
     image = torch.stack([3 * emb[0], emb[1], -emb[0]])  # scale must not matter; opposite gives 0
-    reward_clip = RewardCLIP(GrammarCLIP(tiny_clip, with_head=False))
+    reward_clip = CLIPScorer(GrammarCLIP(tiny_clip, with_head=False))
     reward = SelfCriticalReward([RewardTerm("CLIP-S", 2.0)], vocab, "mean", clip=reward_clip)
     scores = reward.scores(seq, np.arange(3), [labels([1])] * 3, image)
     assert scores["CLIP-S"].tolist() == pytest.approx([2.5, 2.5, 0.0], abs=1e-5)
@@ -179,7 +179,7 @@ def test_refclip_s_reward_hand_value(tiny_clip):
     orth = F.normalize(orth - (orth @ emb) * emb, dim=0)
     image = torch.stack([0.6 * emb + 0.8 * orth, emb])  # cos 0.6 and 1
     reward = SelfCriticalReward([RewardTerm("RefCLIP-S", 2.0)], vocab, "mean",
-                                clip=RewardCLIP(GrammarCLIP(tiny_clip, with_head=False)))
+                                clip=CLIPScorer(GrammarCLIP(tiny_clip, with_head=False)))
     seq = torch.tensor([[1, 2, 3, 0]] * 2)
     scores = reward.scores(seq, np.arange(2), [labels([1, 2, 3])] * 2, image)  # the reference is the caption
     # CLIP-S 2.5 * 0.6 = 1.5, reference side 2.5 * 1 -> harmonic mean 2 * 1.5 * 2.5 / 4
@@ -222,7 +222,7 @@ def test_grammar_reward_prefers_original_over_shuffled(tiny_clip):
     for row, text in enumerate(captions[:10] + negatives[:10]):
         seq[row, : len(text.split())] = torch.tensor([ix[w] for w in text.split()])
     reward = SelfCriticalReward([RewardTerm("grammar", 1.0, baselined=False)], vocab, "mean",
-                                clip=RewardCLIP(model))
+                                clip=CLIPScorer(model))
     g = reward.scores(seq, np.arange(20), [labels([1])] * 20)["grammar"]
     assert (g[:10] > g[10:]).all(), g
 

@@ -80,7 +80,7 @@ class CaptionDemo:
         self.clip: GrammarCLIP = load_grammar_clip(source, device=device)
         self.clip_source = source
         self.preprocess = clip.transforms.clip_preprocess(self.clip.clip.visual.input_resolution)
-        self.scorer = CLIPScorer(lambda texts: self.clip.text_features(self.clip.tokenize(texts))[1])
+        self.scorer = CLIPScorer(self.clip, batch_size=256)
         self.scenes: dict[str, Scene] = load_scenes(scenes_json) if scenes_json and Path(scenes_json).is_file() else {}
         self.files: dict[str, Path] = {}
         if self.scenes:

@@ -74,11 +74,7 @@ def score(candidates: dict[str, str], image_dir: str | Path, references: dict | 
         refs = [[r] if isinstance(r, str) else list(r) for r in _pick(references, ids, "references JSON")]
     model = load_grammar_clip(clip_model, device=device)
     images = encode_images(model.clip, files, batch_size, progress)
-
-    def encode_text(texts: list[str]) -> torch.Tensor:
-        return model.text_features(model.tokenize(texts))[1]
-
-    scores = CLIPScorer(encode_text, batch_size=batch_size).score(images, cands, refs)
+    scores = CLIPScorer(model, batch_size=batch_size).score(images, cands, refs)
     out = {i: {"CLIPScore": float(s)} for i, s in zip(ids, scores["CLIP-S"])}
     if refs is not None:
         for i, r in zip(ids, scores["RefCLIP-S-Hessel"]):

@@ -26,11 +26,10 @@ from captioning.evaluation.claims import ROLES, check_claims, claims_markdown
 from captioning.evaluation.seeds import aggregate, spread_markdown
 from captioning.fineshapes.dataset import load_scenes
 from captioning.metrics import CLIPScorer, truth_metrics
+from captioning.metrics.clipscore import load_scorer
 from captioning.metrics.language import refs_from_karpathy
 from captioning.metrics.truth import Claim, caption_claims
-from captioning.rewards.clip_reward import RewardCLIP
 from captioning.utils.io import write_json, write_text
-from clip.grammar import load_grammar_clip
 from clip.images import open_rgb
 
 COLUMNS = [  # (header, key, scale, format)
@@ -79,7 +78,7 @@ def sort_ids(ids) -> list[str]:
 
 
 def model_row(inp: ReportInputs, run_id: str, scenes: dict | None, refs: dict, scorer: CLIPScorer | None,
-              img_feats, grammar: RewardCLIP | None) -> dict:
+              img_feats, grammar: CLIPScorer | None) -> dict:
     """Every number of one table row, plus the captions."""
     results = _read_json(Path(inp.eval_dir) / f"{run_id}_{inp.split}.json")
     captions = {str(k): v["caption"] for k, v in results["imgToEval"].items()}
@@ -265,16 +264,10 @@ def build_report(inp: ReportInputs, out_dir: str = "demo", other_seeds: tuple[tu
     out = Path(out_dir)
     scenes = load_scenes(inp.scenes_json) if inp.scenes_json else None
     refs = refs_from_karpathy(inp.dataset_json, inp.split)
-    grammar = RewardCLIP(load_grammar_clip(inp.grammar_clip)) if inp.grammar_clip else None
+    grammar = load_scorer(inp.grammar_clip) if inp.grammar_clip else None
     scorer, img_feats = None, None
     if inp.clip_model and inp.clipscore_features:
-        clip_s_model = load_grammar_clip(inp.clip_model)
-
-        def encode(texts: list[str]) -> torch.Tensor:
-            with torch.inference_mode():
-                return clip_s_model.text_features(clip_s_model.tokenize(texts))[1]
-
-        scorer = CLIPScorer(encode)
+        scorer = load_scorer(inp.clip_model, batch_size=256)
         img_feats = open_features(inp.clipscore_features)
     rows = {label: model_row(inp, run_id, scenes, refs, scorer, img_feats, grammar)
             for label, run_id in tqdm(inp.runs, desc="report rows", unit="run")}

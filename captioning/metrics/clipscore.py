@@ -1,4 +1,7 @@
-"""CLIP-S and RefCLIP-S over CLIP embeddings, and a scorer that works with any text encoder.
+"""CLIP-S, RefCLIP-S (both variants) and the grammar probability: the one CLIP-scoring module.
+
+The reward (``captioning.rewards``), validation and test, the report, ``tools/clipscore.py`` and
+the web demo all score through :class:`CLIPScorer`.
 
 Definitions (all features are L2-normalised here first; cos = dot product):
 
@@ -19,10 +22,13 @@ gives the same through infinities).
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
+from torch import Tensor
+
+from clip.grammar import GrammarCLIP, load_grammar_clip
 
 CLIP_S_WEIGHT = 2.5
 PROMPT = "A photo depicts"
@@ -76,86 +82,114 @@ def refclip_s_hessel(
 
 
 class CLIPScorer:
-    """CLIP-S / RefCLIP-S for captions against precomputed image embeddings.
+    """Scores captions with a frozen CLIP (and its grammar head, when it has one).
 
-    ``encode_text`` maps a list of strings to (N, D) features (any CLIP; normalised here). Each
-    call encodes every unique string once, in chunks of ``batch_size``; reference features are
-    cached by string across calls (references repeat every epoch), candidate features are not.
-    The prompt is prepended with a space (``"A photo depicts a dog"``); ``prompt=""`` disables it.
+    Text is ``"<prompt> <caption>"`` (``prompt=""``: the caption alone), truncated to the CLIP's
+    context; each call encodes every unique string once, in chunks of ``batch_size`` (None: all at
+    once, as the reward does), under no_grad, and the text transformer runs only up to the chunk's
+    longest sequence. Reference
+    features are cached by string across calls (references repeat every epoch); candidate
+    features are not. Image features are precomputed CLIP-S embeddings. Not an ``nn.Module``
+    attribute of the captioner, so it is neither trained nor saved in its checkpoints.
     """
 
-    def __init__(
-        self,
-        encode_text: Callable[[list[str]], torch.Tensor],
-        prompt: str = PROMPT,
-        w: float = CLIP_S_WEIGHT,
-        batch_size: int = 256,
-    ) -> None:
-        if batch_size < 1:
+    def __init__(self, model: GrammarCLIP, prompt: str = PROMPT, w: float = CLIP_S_WEIGHT,
+                 batch_size: int | None = None):
+        if batch_size is not None and batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.encode_text = encode_text
-        self.prompt = prompt
-        self.w = w
-        self.batch_size = batch_size
-        self._ref_cache: dict[str, torch.Tensor] = {}
+        self.model = model.eval().requires_grad_(False) if isinstance(model, torch.nn.Module) else model
+        self.prompt, self.w, self.batch_size = prompt, w, batch_size
+        self._ref_cache: dict[str, Tensor] = {}
 
-    def _prompted(self, text: str) -> str:
-        return f"{self.prompt} {text}" if self.prompt else text
+    @property
+    def has_grammar_head(self) -> bool:
+        return self.model.grammar_head is not None
 
-    def _encode_unique(self, texts: list[str]) -> dict[str, torch.Tensor]:
-        feats: dict[str, torch.Tensor] = {}
-        for i in range(0, len(texts), self.batch_size):
-            chunk = texts[i : i + self.batch_size]
-            with torch.no_grad():
-                out = self.encode_text([self._prompted(t) for t in chunk])
-            if out.dim() != 2 or out.shape[0] != len(chunk):
-                raise ValueError(f"encode_text returned shape {tuple(out.shape)} for {len(chunk)} texts")
-            out = F.normalize(out.float(), dim=-1)
-            feats.update(zip(chunk, out))
-        return feats
+    def to(self, device: torch.device | str) -> "CLIPScorer":
+        """Move the model (and cached reference features) to ``device``; a no-op when already there."""
+        device = torch.device(device)
+        if self.model.device != device:
+            self.model.to(device)
+            self._ref_cache = {k: v.to(device) for k, v in self._ref_cache.items()}
+        return self
 
-    def encode(self, texts: Sequence[str], cache: bool = False) -> torch.Tensor:
-        """Normalised prompted text features (N, D); with ``cache`` they are kept by string."""
-        unique = list(dict.fromkeys(texts))
-        if cache:
-            missing = [t for t in unique if t not in self._ref_cache]
-            self._ref_cache.update(self._encode_unique(missing))
-            table = self._ref_cache
-        else:
-            table = self._encode_unique(unique)
-        return torch.stack([table[t] for t in texts])
+    @torch.no_grad()
+    def encode(self, captions: Sequence[str]) -> tuple[Tensor, Tensor]:
+        """(pre-projection pooled features (N, W), projected embeddings (N, D)) of the captions; the
+        formulas above normalise, so the embeddings are used as the model returns them."""
+        if not captions:
+            raise ValueError("encode needs at least one caption")
+        unique = list(dict.fromkeys(captions))
+        step = self.batch_size or len(unique)
+        pooled, emb = [], []
+        for i in range(0, len(unique), step):
+            chunk = unique[i : i + step]
+            p, e = self.model.text_features(self.model.tokenize(chunk, self.prompt))
+            if e.dim() != 2 or e.shape[0] != len(chunk):
+                raise ValueError(f"text_features returned shape {tuple(e.shape)} for {len(chunk)} texts")
+            pooled.append(p.float())
+            emb.append(e.float())
+        pooled_t, emb_t = torch.cat(pooled), torch.cat(emb)
+        if len(unique) == len(captions):
+            return pooled_t, emb_t
+        row = {text: i for i, text in enumerate(unique)}
+        index = torch.tensor([row[c] for c in captions], device=emb_t.device)
+        return pooled_t[index], emb_t[index]
 
-    def clear_cache(self) -> None:
-        self._ref_cache.clear()
+    def reference_features(self, references: Sequence[Sequence[str]], like: Tensor) -> tuple[Tensor, Tensor]:
+        """Padded reference embeddings (B, K, D) and their mask (B, K), from the cache where possible."""
+        missing = list(dict.fromkeys(r for refs in references for r in refs if r not in self._ref_cache))
+        if missing:
+            self._ref_cache.update(zip(missing, self.encode(missing)[1]))
+        k = max((len(r) for r in references), default=0)
+        feats = like.new_zeros(len(references), k, like.shape[1])
+        mask = torch.zeros(len(references), k, dtype=torch.bool, device=like.device)
+        for i, refs in enumerate(references):
+            if refs:
+                feats[i, : len(refs)] = torch.stack([self._ref_cache[r] for r in refs]).to(like)
+                mask[i, : len(refs)] = True
+        return feats, mask
 
-    def score(
-        self,
-        image_feats: torch.Tensor,
-        captions: Sequence[str],
-        references: Sequence[Sequence[str]] | None = None,
-    ) -> dict[str, torch.Tensor]:
+    def clip_s(self, image_feats: Tensor, text_emb: Tensor) -> Tensor:
+        """CLIP-S of paired rows (N, D)."""
+        return clip_s(image_feats.to(text_emb), text_emb, self.w)
+
+    def refclip_s(self, scores: Tensor, text_emb: Tensor, references: Sequence[Sequence[str]]) -> Tensor:
+        """The original's RefCLIP-S of each row, given its CLIP-S ``scores`` and reference strings."""
+        if len(references) != len(scores):
+            raise ValueError(f"got {len(references)} reference lists for {len(scores)} captions")
+        feats, mask = self.reference_features(references, text_emb)
+        return refclip_s(scores.to(text_emb), text_emb, feats, mask, self.w)
+
+    def refclip_s_hessel(self, scores: Tensor, text_emb: Tensor, references: Sequence[Sequence[str]]) -> Tensor:
+        """Hessel et al.'s RefCLIP-S of each row."""
+        if len(references) != len(scores):
+            raise ValueError(f"got {len(references)} reference lists for {len(scores)} captions")
+        feats, mask = self.reference_features(references, text_emb)
+        return refclip_s_hessel(scores.to(text_emb), text_emb, feats, mask)
+
+    @torch.no_grad()
+    def grammar(self, pooled: Tensor) -> Tensor:
+        """P(grammatical) from the grammar head (N,)."""
+        return self.model.grammar_prob(pooled.to(self.model.device)).float()
+
+    def score(self, image_feats: Tensor, captions: Sequence[str],
+              references: Sequence[Sequence[str]] | None = None) -> dict[str, Tensor]:
         """Per-caption ``CLIP-S`` and, given references, ``RefCLIP-S`` and ``RefCLIP-S-Hessel`` (B,)."""
         if not captions:
             raise ValueError("score needs at least one caption")
         if image_feats.dim() != 2 or image_feats.shape[0] != len(captions):
             raise ValueError(f"need (B, D) image features for {len(captions)} captions, got {tuple(image_feats.shape)}")
-        image_feats = image_feats.float()
-        cand = self.encode(captions).to(image_feats.device)
-        out = {"CLIP-S": clip_s(image_feats, cand, self.w)}
-        if references is None:
-            return out
-        if len(references) != len(captions):
+        if references is not None and len(references) != len(captions):
             raise ValueError(f"got {len(references)} reference lists for {len(captions)} captions")
-        k = max((len(r) for r in references), default=0)
-        flat = [r for refs in references for r in refs]
-        ref_flat = self.encode(flat, cache=True).to(image_feats.device) if flat else cand.new_zeros(0, cand.shape[1])
-        ref_feats = cand.new_zeros(len(captions), k, cand.shape[1])
-        ref_mask = torch.zeros(len(captions), k, dtype=torch.bool, device=cand.device)
-        start = 0
-        for i, refs in enumerate(references):
-            ref_feats[i, : len(refs)] = ref_flat[start : start + len(refs)]
-            ref_mask[i, : len(refs)] = True
-            start += len(refs)
-        out["RefCLIP-S"] = refclip_s(out["CLIP-S"], cand, ref_feats, ref_mask, self.w)
-        out["RefCLIP-S-Hessel"] = refclip_s_hessel(out["CLIP-S"], cand, ref_feats, ref_mask)
+        emb = self.encode(captions)[1].to(image_feats.device)
+        out = {"CLIP-S": self.clip_s(image_feats.float(), emb)}
+        if references is not None:
+            out["RefCLIP-S"] = self.refclip_s(out["CLIP-S"], emb, references)
+            out["RefCLIP-S-Hessel"] = self.refclip_s_hessel(out["CLIP-S"], emb, references)
         return out
+
+
+def load_scorer(source: str, device: torch.device | str = "cpu", **kwargs) -> CLIPScorer:
+    """A :class:`CLIPScorer` over anything :func:`clip.grammar.load_grammar_clip` accepts."""
+    return CLIPScorer(load_grammar_clip(source, device=device), **kwargs)

@@ -1,7 +1,7 @@
 """Self-critical rewards: CIDEr-D, BLEU-4, CLIP-S / RefCLIP-S, grammar; baselines (docs/ORIGINAL.md §4.4-4.5)."""
 from captioning.rewards.baselines import greedy_baseline, leave_one_out_baseline
 from captioning.rewards.cider_reward import CiderReward, bleu4_reward, cider_df_path, reference_strings
-from captioning.rewards.clip_reward import RewardCLIP, eval_clip_source, load_reward_clip, reward_clip_source
+from captioning.rewards.clip_reward import eval_clip_source, reward_clip_source
 from captioning.rewards.self_critical import (
     RewardOutput,
     RewardTerm,
@@ -12,7 +12,6 @@ from captioning.rewards.self_critical import (
 
 __all__ = [
     "CiderReward",
-    "RewardCLIP",
     "RewardOutput",
     "RewardTerm",
     "SelfCriticalReward",
@@ -22,7 +21,6 @@ __all__ = [
     "eval_clip_source",
     "greedy_baseline",
     "leave_one_out_baseline",
-    "load_reward_clip",
     "reference_strings",
     "reward_clip_source",
     "reward_terms",

@@ -22,10 +22,11 @@ import torch
 from torch import Tensor
 
 from captioning.config import Config, RewardConfig
+from captioning.metrics.clipscore import CLIPScorer, load_scorer
 from captioning.models import decode_sequence
 from captioning.rewards.baselines import greedy_baseline, leave_one_out_baseline
 from captioning.rewards.cider_reward import CiderReward, bleu4_reward, cider_df_path
-from captioning.rewards.clip_reward import RewardCLIP, load_reward_clip, reward_clip_source
+from captioning.rewards.clip_reward import reward_clip_source
 
 GRAMMAR_WEIGHT = 1.0  # fixed in the original
 
@@ -81,7 +82,7 @@ class SelfCriticalReward:
     """
 
     def __init__(self, terms: Sequence[RewardTerm], vocab: Mapping[str, str], baseline: str = "greedy",
-                 cider: CiderReward | None = None, clip: RewardCLIP | None = None,
+                 cider: CiderReward | None = None, clip: CLIPScorer | None = None,
                  remove_bad_endings: bool = False):
         if baseline not in ("greedy", "mean"):
             raise ValueError(f"sc_baseline must be 'greedy' or 'mean', got {baseline!r}")
@@ -89,7 +90,7 @@ class SelfCriticalReward:
         if "CIDEr" in names and cider is None:
             raise ValueError("the CIDEr-D term needs a CiderReward")
         if names & {"CLIP-S", "RefCLIP-S", "grammar"} and clip is None:
-            raise ValueError("the CLIP-S and grammar terms need a RewardCLIP")
+            raise ValueError("the CLIP-S and grammar terms need a CLIPScorer")
         if "grammar" in names and not clip.has_grammar_head:
             raise ValueError("the grammar reward needs a CLIP with a grammar head: set clip_load_path to a "
                              "grammar-CLIP file or retrieval checkpoint")
@@ -174,7 +175,7 @@ def _pad(seq: Tensor, length: int) -> Tensor:
 
 
 def build_self_critical_reward(cfg: Config, vocab: Mapping[str, str],
-                               clip: RewardCLIP | None = None) -> SelfCriticalReward:
+                               clip: CLIPScorer | None = None) -> SelfCriticalReward:
     """The configured reward: the CIDEr-D df table is loaded only for a CIDEr-D term, the CLIP
     (``clip``, else loaded from :func:`reward_clip_source`) only for CLIP-S / grammar terms."""
     r = cfg.reward
@@ -182,6 +183,6 @@ def build_self_critical_reward(cfg: Config, vocab: Mapping[str, str],
     names = {t.name for t in terms}
     cider = CiderReward(cider_df_path(cfg.data.cached_tokens), vocab) if "CIDEr" in names else None
     if clip is None and names & {"CLIP-S", "RefCLIP-S", "grammar"}:
-        clip = load_reward_clip(reward_clip_source(r))
+        clip = load_scorer(reward_clip_source(r))
     return SelfCriticalReward(terms, vocab, r.sc_baseline, cider=cider, clip=clip,
                               remove_bad_endings=bool(cfg.decode.remove_bad_endings))

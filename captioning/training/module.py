@@ -37,14 +37,13 @@ from captioning.metrics import (
     refs_from_karpathy,
     write_eval_results,
 )
+from captioning.metrics.clipscore import load_scorer
 from captioning.models import DecodeOutput, bad_ending_ids, beam_search, decode_sequence, sample
 from captioning.models.configured import build_captioner, decode_configured
 from captioning.rewards import (
-    RewardCLIP,
     SelfCriticalReward,
     build_self_critical_reward,
     eval_clip_source,
-    load_reward_clip,
     reward_clip_source,
 )
 from captioning.training.losses import language_model_loss, self_critical_loss
@@ -82,9 +81,8 @@ class CaptionerModule(pl.LightningModule):
         self._eval_rows: list[dict[str, Any]] = []
         self._refs: dict[str, dict[Any, list[str]]] = {}
         self.initial_optimizer_state: dict | None = None
-        self._clips: dict[str, RewardCLIP] = {}
+        self._clips: dict[str, CLIPScorer] = {}
         self._reward: SelfCriticalReward | None = None
-        self._eval_scorer: CLIPScorer | None = None
         self._backward_start: float | None = None
         self.ss_prob = 0.0
 
@@ -110,13 +108,13 @@ class CaptionerModule(pl.LightningModule):
             check_self_critical_config(self.cfg)
             self._reward = build_self_critical_reward(self.cfg, self.vocab, clip=self._maybe_reward_clip())
 
-    def _clip(self, source: str) -> RewardCLIP:
-        """A frozen CLIP by name or path, loaded once per module and kept on the module's device."""
+    def _clip(self, source: str) -> CLIPScorer:
+        """A frozen CLIP scorer by name or path, loaded once per module and kept on the module's device."""
         if source not in self._clips:
-            self._clips[source] = load_reward_clip(source)
+            self._clips[source] = load_scorer(source)
         return self._clips[source].to(self.device)
 
-    def _maybe_reward_clip(self) -> RewardCLIP | None:
+    def _maybe_reward_clip(self) -> CLIPScorer | None:
         return self._clip(reward_clip_source(self.cfg.reward)) if self.cfg.reward.use_clipscore else None
 
     def _timer(self) -> float:
@@ -211,19 +209,13 @@ class CaptionerModule(pl.LightningModule):
                                     "perplexity": float(perplexity[k]), "entropy": float(entropy[k]),
                                     **{key: float(v[k]) for key, v in clip_scores.items()}})
 
-    def _eval_text_embeddings(self, texts: list[str]) -> Tensor:
-        clip = self._clip(eval_clip_source(self.cfg.reward))
-        return clip.model.text_features(clip.model.tokenize(texts))[1]
-
     def clip_metrics(self, batch: dict[str, Any], captions: list[str]) -> dict[str, Tensor]:
         """CLIP-S, RefCLIP-S, RefCLIP-S-Hessel (against the decoded label rows, when the batch has
         any) and, with ``use_grammar``, ``grammar_prob`` from the grammar CLIP's own text features."""
-        if self._eval_scorer is None:
-            self._eval_scorer = CLIPScorer(self._eval_text_embeddings)
         refs = None
         if all(len(g) for g in batch["gts"]):
             refs = [decode_sequence(self.vocab, torch.as_tensor(g)) for g in batch["gts"]]
-        out = self._eval_scorer.score(batch["clip_vis_feats"], captions, refs)
+        out = self._clip(eval_clip_source(self.cfg.reward)).score(batch["clip_vis_feats"], captions, refs)
         if self.cfg.reward.use_grammar:
             grammar = self._clip(reward_clip_source(self.cfg.reward))
             if not grammar.has_grammar_head:
