@@ -223,28 +223,37 @@ def read_log(save_dir: str, run_id: str) -> list[dict[str, str]]:
 
 
 def training_curves(inp: ReportInputs, path: Path) -> None:
-    """Loss (MLE), reward (RL), validation CIDEr and CLIP-S per run; one colour per run in every panel."""
+    """Training loss of the MLE runs; loss, reward, validation CIDEr and CLIP-S of the SCST runs (runs that log
+    ``train/reward``), with each MLE run's last validation value dashed; one colour per run in every panel."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = [("train/loss", "training loss (MLE; SCST)"), ("train/reward", "SCST reward - baseline"),
-              ("val/CIDEr", "val CIDEr"),
-              ("val/CLIP-S", "val CLIP-S")]
     logs = {run_id: read_log(inp.save_dir, run_id) for _, run_id in inp.runs}
-    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.2))
-    for ax, (key, title) in zip(axes, panels):
+    scst = {run_id for run_id, rows in logs.items() if any(r.get("train/reward") for r in rows)}
+    panels = [("train/loss", "MLE training loss", False), ("train/loss", "SCST loss", True),
+              ("train/reward", "SCST reward - baseline", True), ("val/CIDEr", "val CIDEr (SCST)", True),
+              ("val/CLIP-S", "val CLIP-S (SCST)", True)]
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.3 * len(panels), 3.0))
+    for ax, (key, title, phase2) in zip(axes, panels):
         for k, (label, run_id) in enumerate(inp.runs):
             points = [(int(r["step"]), float(r[key])) for r in logs[run_id] if r.get(key)]
-            if points:
-                ax.plot(*zip(*points), label=label, color=f"C{k % 10}", marker="." if key.startswith("val") else None)
-        ax.set_title(title)
+            if not points:
+                continue
+            if (run_id in scst) == phase2:
+                ax.plot(*zip(*points), label=label, color=f"C{k % 10}", marker=".")
+            elif key.startswith("val/") and phase2:
+                ax.axhline(points[-1][1], color=f"C{k % 10}", linestyle="--", label=label)
+        ax.set_title(title, fontsize=10)
         ax.set_xlabel("step")
-    handles = {h.get_label(): h for ax in axes for h in ax.get_lines()}
-    axes[0].legend([handles[label] for label, _ in inp.runs if label in handles],
-                   [label for label, _ in inp.runs if label in handles], fontsize=7)
-    fig.tight_layout()
+    handles: dict[str, Any] = {}
+    for line in (h for ax in axes for h in ax.get_lines()):
+        handles.setdefault(line.get_label(), line)
+    fig.legend([handles[label] for label, _ in inp.runs if label in handles],
+               [label for label, _ in inp.runs if label in handles], loc="lower center", ncol=len(inp.runs),
+               fontsize=9, frameon=False)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
@@ -301,6 +310,9 @@ def build_report(inp: ReportInputs, out_dir: str = "demo", other_seeds: tuple[tu
          "are named in red." if grid else "(no caption grid: the images are not under the images root)"),
         "",
         "![training curves](curves.png)",
+        "",
+        "Phase 2 starts from the MLE weights. Dashed: the MLE run's last validation value (on its whole val "
+        "split, where a run may validate on fewer images: see limit_val_batches in its config).",
         "",
     ]
     if checks:
