@@ -214,7 +214,7 @@ def _main(argv: list[str] | None = None) -> int:
         cfg, _ = parse_args(argv, schema=RetrievalConfig)
         validate(cfg)
     except (ConfigError, ValueError) as e:
-        print(f"config error: {e}", file=sys.stderr)
+        print(f"error: {e}", file=sys.stderr)
         return 2
     t = cfg.train
     if not t.id:

@@ -136,3 +136,26 @@ def test_two_process_ddp_mle_and_scst_match_single_process(tiny_world_factory, t
     one = json.loads((tmp_path / "eval_results" / "d_rl_test.json").read_text())
     assert {k: v["caption"] for k, v in two["imgToEval"].items()} == {k: v["caption"] for k, v in one["imgToEval"].items()}
     assert two["overall"]["CIDEr"] == pytest.approx(one["overall"]["CIDEr"])
+
+
+def test_features_from_another_clip_or_resolution_are_refused(tiny_world_factory, tmp_path, monkeypatch, capsys):
+    import numpy as np
+
+    from captioning.data.features import PackedFeatures, write_packed
+
+    root, _ = tiny_world_factory(n_train=30)
+    good = PackedFeatures(root / "att.npy")
+    ids = good.manifest["ids"]
+    feats = np.stack([good[i] for i in ids])
+    monkeypatch.chdir(tmp_path)
+    cfg = _tiny_copy(tiny_world_factory, tmp_path)
+    args = ["--cfg", str(cfg), "--id", "f", "--checkpoint_path", "save", "--feature_clip_model", "RN50",
+            "--feature_resolution", "448"]
+    for name, model, resolution, expected in [("res.npy", "RN50", 224, "extracted at 224 px"),
+                                              ("model.npy", "ViT-B/32", 448, "extracted with CLIP 'ViT-B/32'")]:
+        write_packed(tmp_path / name, ids, feats, model=model, config={"resolution": resolution})
+        assert train_pl.main([*args, "--input_att_dir", str(tmp_path / name)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("error:") == 1 and expected in err and "Traceback" not in err
+    write_packed(tmp_path / "same.npy", ids, feats, model="RN50", config={"resolution": 448})
+    assert train_pl.main([*args, "--input_att_dir", str(tmp_path / "same.npy")]) == 0

@@ -39,7 +39,6 @@ def mean_sample_cider(module, feats, refs, n=10):
 @pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")
 @pytest.mark.parametrize("baseline", ["greedy", "mean"])
 def test_scst_steps_raise_the_mean_reward(tmp_path, baseline):
-    torch.manual_seed(0)
     vocab = {str(i): f"w{i}" for i in range(1, 9)}
     # 4 images, each with its own two references (index strings end with the EOS "0"); 4 more
     # documents in the df table give the shared words a non-zero idf
@@ -52,19 +51,22 @@ def test_scst_steps_raise_the_mean_reward(tmp_path, baseline):
                            self_critical_after=0, sc_baseline=baseline, cached_tokens=str(tmp_path / "df-idxs.p"),
                            noamopt=False).items():
         cfg.set(key, value)
-    module = CaptionerModule(cfg.to_flat_dict(), vocab)
-    module.setup("fit")
-    feats = 3 * torch.eye(8)[:4, None].expand(4, 3, 8) + 0.1 * torch.randn(4, 3, 8)  # distinct images
-    before = mean_sample_cider(module, feats, refs)
-    opt = torch.optim.Adam(module.model.parameters(), lr=5e-3)
-    for _ in range(40):
-        module.model.train()
-        loss = module.scst_loss({"att_feats": feats, "att_masks": None, "gts": gts})
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    after = mean_sample_cider(module, feats, refs)
-    assert after > before + 1.0, (before, after)
+    gains = []
+    for seed in range(3):  # one run's gain depends on its dropout draws: judge the mean of three
+        torch.manual_seed(seed)
+        module = CaptionerModule(cfg.to_flat_dict(), vocab)
+        module.setup("fit")
+        feats = 3 * torch.eye(8)[:4, None].expand(4, 3, 8) + 0.1 * torch.randn(4, 3, 8)  # distinct images
+        before = mean_sample_cider(module, feats, refs)
+        opt = torch.optim.Adam(module.model.parameters(), lr=5e-3)
+        for _ in range(40):
+            module.model.train()
+            loss = module.scst_loss({"att_feats": feats, "att_masks": None, "gts": gts})
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        gains.append(mean_sample_cider(module, feats, refs) - before)
+    assert min(gains) > 0 and sum(gains) / len(gains) > 1.0, gains
 
 
 def test_optimizer_state_hand_over():

@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_config(cfg_path, overrides=overrides)
     except ConfigError as e:
-        print(f"config error: {e}", file=sys.stderr)
+        print(f"error: {e}", file=sys.stderr)
         return 2
     ckpt = args.ckpt or str(Path(cfg.train.checkpoint_path or Path("save") / run_id) / f"{run_id}-last.ckpt")
     try:

@@ -195,6 +195,11 @@ def prepro_ngrams(input_json: str | os.PathLike, dict_json: str | os.PathLike, o
     return len(words_corpus)
 
 
+def write_df(path: str | os.PathLike, document_frequency: dict, ref_len: float) -> None:
+    """A bare df pickle (no kind or fingerprint: what the original's files hold), e.g. for tests and benchmarks."""
+    write_pickle(path, {"document_frequency": dict(document_frequency), "ref_len": ref_len})
+
+
 def check_vocab_of(images: list[dict[str, Any]], info: dict[str, Any], input_json: str | os.PathLike,
                    dict_json: str | os.PathLike) -> None:
     """Refuse a vocabulary that was not built from ``images``: with a recorded ``word_count_threshold``

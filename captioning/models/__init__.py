@@ -1,6 +1,6 @@
 """The transformer captioner and its decoders."""
 from captioning.models.beam import beam_search, length_penalty_fn
-from captioning.models.decoding import DecodeOutput, sample, sampling_logits
+from captioning.models.decoding import DecodeOutput, sample, sampling_logits, sequence_logprobs
 from captioning.models.layers import LayerNorm, sinusoid_table
 from captioning.models.text import (
     DECODE_BAD_ENDINGS,
@@ -26,6 +26,7 @@ __all__ = [
     "length_penalty_fn",
     "sample",
     "sampling_logits",
+    "sequence_logprobs",
     "sinusoid_table",
     "strip_bad_endings",
 ]

@@ -1,6 +1,7 @@
 """The captioner and its decoding as a :class:`captioning.config.Config` describes them (the one factory)."""
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 from captioning.config import Config
@@ -20,6 +21,7 @@ def build_captioner(cfg: Config, vocab_size: int) -> TransformerCaptioner:
                                 drop_prob_lm=m.drop_prob_lm, max_length=m.max_length)
 
 
+@torch.no_grad()
 def decode_configured(model: TransformerCaptioner, vocab: dict[str, str], cfg: Config, att_feats: Tensor,
                       att_masks: Tensor | None, full_logprobs: bool = False) -> DecodeOutput:
     """Decode with ``cfg.decode`` (beam size, sampling, ``suppress_UNK``, ``block_trigrams``,

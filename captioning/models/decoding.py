@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from captioning.models.transformer import EOS_IDX, PAD_IDX, TransformerCaptioner
+from captioning.models.transformer import BOS_IDX, EOS_IDX, PAD_IDX, TransformerCaptioner
 
 TRIGRAM_PENALTY = -0.693 * 2.0  # added once per earlier occurrence of the same trigram
 UNK_PENALTY = 1000.0
@@ -164,7 +164,7 @@ def sample(
     bad = as_id_tensor(bad_ending_ids, att_feats.device)
     enc = model.prepare_decoding(model.encode(att_feats, att_masks), use_cache).repeat_interleave(sample_n)
     prefix = model.start(enc, use_cache)
-    rows = enc.memory.size(0)
+    rows = enc.rows
     seq = torch.zeros(rows, length, dtype=torch.long, device=att_feats.device)
     unfinished = torch.ones(rows, dtype=torch.bool, device=att_feats.device)
     token_lps, full = [], []
@@ -190,3 +190,20 @@ def sample(
     lps = F.pad(torch.stack(token_lps, 1), (0, pad))
     full_lps = F.pad(torch.stack(full, 1), (0, 0, 0, pad)) if return_full_logprobs else None
     return DecodeOutput(seq, lps, full_lps)
+
+
+def sequence_logprobs(model: TransformerCaptioner, att_feats: Tensor, att_masks: Tensor | None, seq: Tensor) -> Tensor:
+    """Teacher-forced log-probabilities (R, L) of the tokens of ``seq`` (R, L), rows grouped by image
+    (R = B * n), in one parallel pass that encodes each image once; 0 after each row's first EOS.
+
+    Given the same model mode these are the ``logprobs`` that :func:`sample` (no constraints)
+    returns for those tokens; in eval mode they are equal. In train mode the pass draws its own
+    dropout masks, not those under which the tokens were sampled (SCST's ``scst_rescore``).
+    """
+    if seq.dim() != 2:
+        raise ValueError(f"seq must be (R, L), got shape {tuple(seq.shape)}")
+    check_length(model, seq.size(1))
+    inputs = torch.cat([seq.new_full((seq.size(0), 1), BOS_IDX), seq[:, :-1]], 1)
+    logprobs = model(att_feats, att_masks, inputs, encode_once=True).gather(2, seq.unsqueeze(2))[..., 0]
+    alive = torch.cat([torch.ones_like(seq[:, :1], dtype=torch.bool), seq[:, :-1] != EOS_IDX], 1).cummin(1).values
+    return torch.where(alive, logprobs, 0.0)

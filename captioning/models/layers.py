@@ -46,6 +46,21 @@ class SublayerConnection(nn.Module):
         return x + self.dropout(sublayer(self.norm(x)))
 
 
+def attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, dropout_p: float = 0.0) -> Tensor:
+    """softmax(q k^T / sqrt(d_k), masked) v, dropout ``dropout_p`` on the probabilities.
+
+    Without dropout: ``F.scaled_dot_product_attention`` (fused kernels). With dropout, the
+    original's formula written out: torch's fallback for dropout scales the (larger) keys, not
+    the queries, and re-checks every row for full masking (no row is fully masked here).
+    """
+    if dropout_p == 0.0:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    scores = (q * q.size(-1) ** -0.5) @ k.transpose(-2, -1)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    return F.dropout(scores.softmax(-1), dropout_p) @ v
+
+
 class MultiHeadedAttention(nn.Module):
     """Scaled dot-product attention over ``h`` heads; ``linears`` = (q, k, v, out) projections.
 
@@ -69,18 +84,29 @@ class MultiHeadedAttention(nn.Module):
         """Keys and values split into heads, each (batch, h, keys, d_k)."""
         return self._split_heads(self.linears[1](key)), self._split_heads(self.linears[2](value))
 
-    def attend(self, query: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
-        """Attend from ``query`` (batch, queries, d_model) to already projected ``k``/``v``."""
-        q = self._split_heads(self.linears[0](query))
+    def attend(self, query: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, group: int = 1) -> Tensor:
+        """Attend from ``query`` (batch, queries, d_model) to already projected ``k``/``v``.
+
+        ``group`` > 1: ``k``/``v``/``mask`` hold batch / group rows and rows i*group .. i*group +
+        group-1 of ``query`` all attend to row i, their queries joined in one attention, without
+        copying ``k``/``v`` per row (the mask must not depend on the query: cross-attention).
+        """
+        q = self.linears[0](query)
+        if group > 1:
+            if query.size(0) != k.size(0) * group:
+                raise ValueError(f"grouped attention needs {k.size(0) * group} query rows, got {tuple(query.shape)}")
+            q = q.reshape(k.size(0), group * query.size(1), self.h, self.d_k).transpose(1, 2)
+        else:
+            q = self._split_heads(q)
         if mask is not None:
             mask = mask.unsqueeze(1)  # same mask for every head
-        p = self.dropout_p if self.training else 0.0
-        x = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
+        x = attention(q, k, v, mask, self.dropout_p if self.training else 0.0)
         x = x.transpose(1, 2).reshape(query.size(0), -1, self.h * self.d_k)
         return self.linears[3](x)
 
-    def forward(self, query: Tensor, key: Tensor, value: Tensor, mask: Tensor | None = None) -> Tensor:
-        return self.attend(query, *self.project_kv(key, value), mask)
+    def forward(self, query: Tensor, key: Tensor, value: Tensor, mask: Tensor | None = None,
+                group: int = 1) -> Tensor:
+        return self.attend(query, *self.project_kv(key, value), mask, group)
 
 
 class PositionwiseFeedForward(nn.Module):
@@ -116,20 +142,24 @@ class DecoderLayer(nn.Module):
         self.feed_forward = PositionwiseFeedForward(d_model, d_ff, dropout)
         self.sublayer = nn.ModuleList([SublayerConnection(d_model, dropout) for _ in range(3)])
 
-    def forward(self, x: Tensor, memory: Tensor, src_mask: Tensor | None, tgt_mask: Tensor | None) -> Tensor:
-        """Full-sequence pass (teacher forcing and the uncached decoding reference)."""
+    def forward(self, x: Tensor, memory: Tensor, src_mask: Tensor | None, tgt_mask: Tensor | None,
+                group: int = 1) -> Tensor:
+        """Full-sequence pass (teacher forcing and the uncached decoding reference); ``memory`` and
+        ``src_mask`` may hold one row per ``group`` rows of ``x``."""
         x = self.sublayer[0](x, lambda y: self.self_attn(y, y, y, tgt_mask))
-        x = self.sublayer[1](x, lambda y: self.src_attn(y, memory, memory, src_mask))
+        x = self.sublayer[1](x, lambda y: self.src_attn(y, memory, memory, src_mask, group))
         return self.sublayer[2](x, self.feed_forward)
 
-    def step(self, x: Tensor, cross_kv: KV, src_mask: Tensor | None, past_kv: KV | None) -> tuple[Tensor, KV]:
-        """One new position ``x`` (batch, 1, d_model) given cached keys/values; returns (out, new cache)."""
+    def step(self, x: Tensor, cross_kv: KV, src_mask: Tensor | None, past_kv: KV | None,
+             group: int = 1) -> tuple[Tensor, KV]:
+        """One new position ``x`` (batch, 1, d_model) given cached keys/values; returns (out, new cache).
+        ``cross_kv`` / ``src_mask`` may hold one row per ``group`` rows of ``x`` (see ``attend``)."""
         y = self.sublayer[0].norm(x)
         k, v = self.self_attn.project_kv(y, y)
         if past_kv is not None:
             k, v = torch.cat([past_kv[0], k], 2), torch.cat([past_kv[1], v], 2)
         x = x + self.sublayer[0].dropout(self.self_attn.attend(y, k, v, None))
-        x = self.sublayer[1](x, lambda y: self.src_attn.attend(y, *cross_kv, src_mask))
+        x = self.sublayer[1](x, lambda y: self.src_attn.attend(y, *cross_kv, src_mask, group))
         return self.sublayer[2](x, self.feed_forward), (k, v)
 
 
@@ -151,9 +181,10 @@ class Decoder(nn.Module):
         self.layers = nn.ModuleList([DecoderLayer(d_model, h, d_ff, dropout) for _ in range(n_layers)])
         self.norm = LayerNorm(d_model)
 
-    def forward(self, x: Tensor, memory: Tensor, src_mask: Tensor | None, tgt_mask: Tensor | None) -> Tensor:
+    def forward(self, x: Tensor, memory: Tensor, src_mask: Tensor | None, tgt_mask: Tensor | None,
+                group: int = 1) -> Tensor:
         for layer in self.layers:
-            x = layer(x, memory, src_mask, tgt_mask)
+            x = layer(x, memory, src_mask, tgt_mask, group)
         return self.norm(x)
 
 

@@ -44,20 +44,32 @@ class EncoderDecoder(nn.Module):
 
 @dataclass
 class Encoded:
-    """Encoder output for decoding; ``cross_kv`` holds each decoder layer's projected memory."""
+    """Encoder output for decoding; ``cross_kv`` holds each decoder layer's projected memory.
 
-    memory: Tensor  # (R, N, d)
-    mask: Tensor | None  # (R, 1, N) bool, None = no padding
+    Decoding rows i*group .. i*group + group-1 use row i of ``memory`` / ``mask`` / ``cross_kv``
+    (``group`` > 1 only with ``cross_kv``: the cached cross-attention then reads each image's
+    keys/values once for all its rows instead of a copy per row).
+    """
+
+    memory: Tensor  # (R / group, N, d)
+    mask: Tensor | None  # (R / group, 1, N) bool, None = no padding
     cross_kv: list[KV] | None = None
+    group: int = 1
+
+    @property
+    def rows(self) -> int:
+        """R, the number of decoding rows."""
+        return self.memory.size(0) * self.group
 
     def repeat_interleave(self, n: int) -> "Encoded":
-        """Each row repeated ``n`` times, copies adjacent (row i*n + k)."""
+        """Each row repeated ``n`` times, copies adjacent (row i*n + k); with ``cross_kv`` the
+        copies are only counted (``group``), not made."""
         if n == 1:
             return self
+        if self.cross_kv is not None:
+            return Encoded(self.memory, self.mask, self.cross_kv, self.group * n)
         mask = None if self.mask is None else self.mask.repeat_interleave(n, 0)
-        kv = None if self.cross_kv is None else [(k.repeat_interleave(n, 0), v.repeat_interleave(n, 0))
-                                                 for k, v in self.cross_kv]
-        return Encoded(self.memory.repeat_interleave(n, 0), mask, kv)
+        return Encoded(self.memory.repeat_interleave(n, 0), mask)
 
 
 @dataclass
@@ -161,8 +173,9 @@ class TransformerCaptioner(nn.Module):
         ``seq`` is (B*S, T) or (B, S, T) with column 0 = BOS; rows i*S + j belong to image i.
         By default the embedded visual tokens are repeated S times *before* the encoder, as the
         original does (S independent encoder passes and dropout masks). ``encode_once=True``
-        encodes each image once and repeats the memory: same values in eval mode, fewer FLOPs,
-        but one shared dropout draw per image in train mode.
+        encodes each image once and its S captions attend to that one memory (cross-attention
+        keys/values projected once per image): same values in eval mode, far fewer FLOPs, but
+        one shared encoder dropout draw per image in train mode.
         """
         if seq.dim() == 3:
             seq = seq.reshape(-1, seq.size(-1))
@@ -170,8 +183,9 @@ class TransformerCaptioner(nn.Module):
         if seq.dim() != 2 or seq.size(0) % b != 0:
             raise ValueError(f"seq rows ({tuple(seq.shape)}) must be a multiple of the batch size {b}")
         s = seq.size(0) // b
+        group = s if encode_once else 1
         if encode_once:
-            enc = self.encode(att_feats, att_masks).repeat_interleave(s)
+            enc = self.encode(att_feats, att_masks)
             memory, mask = enc.memory, enc.mask
         else:
             x, mask = self._visual_tokens(att_feats, att_masks)
@@ -179,7 +193,7 @@ class TransformerCaptioner(nn.Module):
                 x = x.repeat_interleave(s, dim=0)
                 mask = None if mask is None else mask.repeat_interleave(s, dim=0)
             memory = self.model.encoder(x, mask)
-        out = self.model.decoder(self.model.embed_words(seq), memory, mask, target_mask(seq))
+        out = self.model.decoder(self.model.embed_words(seq), memory, mask, target_mask(seq), group)
         return F.log_softmax(self.model.generator(out).float(), dim=-1)
 
     # ----- incremental decoding -----
@@ -187,13 +201,13 @@ class TransformerCaptioner(nn.Module):
     def prepare_decoding(self, enc: Encoded, use_cache: bool = True) -> Encoded:
         """Attach each decoder layer's cross-attention keys/values (computed once) when caching."""
         if not use_cache:
-            return Encoded(enc.memory, enc.mask)
+            return Encoded(enc.memory, enc.mask).repeat_interleave(enc.group)
         kv = [layer.src_attn.project_kv(enc.memory, enc.memory) for layer in self.model.decoder.layers]
-        return Encoded(enc.memory, enc.mask, kv)
+        return Encoded(enc.memory, enc.mask, kv, enc.group)
 
     def start(self, enc: Encoded, use_cache: bool = True) -> Prefix:
         """The BOS-only prefix for every row of ``enc``."""
-        bos = torch.full((enc.memory.size(0), 1), BOS_IDX, dtype=torch.long, device=enc.memory.device)
+        bos = torch.full((enc.rows, 1), BOS_IDX, dtype=torch.long, device=enc.memory.device)
         return Prefix(bos, [] if use_cache else None)
 
     def step(self, enc: Encoded, prefix: Prefix) -> tuple[Tensor, Prefix]:
@@ -216,7 +230,8 @@ class TransformerCaptioner(nn.Module):
         x = self.model.embed_words(tokens[:, -1:], start=pos)
         new_kv = []
         for i, layer in enumerate(self.model.decoder.layers):
-            x, kv = layer.step(x, enc.cross_kv[i], enc.mask, prefix.self_kv[i] if prefix.self_kv else None)
+            x, kv = layer.step(x, enc.cross_kv[i], enc.mask, prefix.self_kv[i] if prefix.self_kv else None,
+                               enc.group)
             new_kv.append(kv)
         x = self.model.decoder.norm(x)[:, 0]
         return F.log_softmax(self.model.generator(x).float(), dim=-1), Prefix(tokens, new_kv)

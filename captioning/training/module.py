@@ -9,7 +9,9 @@ mode, or the mean of the image's other samples), and the loss of
 Validation and test decode greedily; when the batches carry CLIP-S image embeddings
 (``use_clipscore`` or ``eval_clipscore``) they also score CLIP-S, RefCLIP-S (the original's and
 Hessel's) against the decoded reference rows, and ``grammar_prob`` with the fine-tuned grammar
-CLIP when ``use_grammar`` (docs/ORIGINAL.md §4.7, §10 item 6).
+CLIP when ``use_grammar`` (docs/ORIGINAL.md §4.7, §10 item 6). Each image's row is handed to
+:class:`captioning.training.caption_eval.CaptionEvaluation`, which scores the split and writes the
+results file.
 
 Checkpoints hold the model weights under ``model.*`` plus two plain hyper-parameters: the
 flat resolved config and the vocabulary (``ix_to_word``). Nothing custom is pickled; the
@@ -17,28 +19,18 @@ reward CLIP is not part of the module's state.
 """
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
-import torch.distributed as dist
 from torch import Tensor
 
 from captioning.checkpoints import CheckpointError, check_checkpoint_vocab, read_captioner_checkpoint
 from captioning.config import Config, config_from_dict
-from captioning.metrics import (
-    CLIPScorer,
-    diversity_stats,
-    language_eval,
-    refs_from_coco,
-    refs_from_karpathy,
-    write_eval_results,
-)
-from captioning.metrics.clipscore import load_scorer
-from captioning.models import DecodeOutput, bad_ending_ids, beam_search, decode_sequence, sample
+from captioning.metrics.clipscore import CLIPScorer, load_scorer
+from captioning.models import DecodeOutput, bad_ending_ids, beam_search, decode_sequence, sample, sequence_logprobs
 from captioning.models.configured import build_captioner, decode_configured
 from captioning.rewards import (
     SelfCriticalReward,
@@ -49,17 +41,6 @@ from captioning.rewards import (
 from captioning.training.losses import language_model_loss, self_critical_loss
 from captioning.training.optim import build_optimizer
 from captioning.training.scheduled_sampling import ss_prob, teacher_forcing_with_sampling
-
-CLIP_METRICS = ("CLIP-S", "RefCLIP-S", "RefCLIP-S-Hessel", "grammar_prob")
-
-
-def load_references(path: str, split: str) -> dict[Any, list[str]]:
-    """Raw reference captions of a split from a Karpathy data set JSON or a COCO annotation file."""
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"reference captions not found: {path} (config key input_ref_json)")
-    with open(path, encoding="utf-8") as f:
-        head = f.read(4096)
-    return refs_from_coco(path) if '"annotations"' in head else refs_from_karpathy(path, split)
 
 
 class CaptionerModule(pl.LightningModule):
@@ -79,7 +60,6 @@ class CaptionerModule(pl.LightningModule):
         self.unk_idx = len(words) if words and words[-1] == "UNK" else None
         self.bad_ids = bad_ending_ids(vocab) if self.cfg.decode.remove_bad_endings else None
         self._eval_rows: list[dict[str, Any]] = []
-        self._refs: dict[str, dict[Any, list[str]]] = {}
         self.initial_optimizer_state: dict | None = None
         self._clips: dict[str, CLIPScorer] = {}
         self._reward: SelfCriticalReward | None = None
@@ -104,9 +84,17 @@ class CaptionerModule(pl.LightningModule):
 
     def setup(self, stage: str) -> None:
         """Build the reward before fitting when SCST is scheduled, so a bad setting fails at once."""
-        if stage == "fit" and self.cfg.reward.self_critical_after >= 0 and self._reward is None:
+        if stage == "fit" and self.cfg.reward.self_critical_after >= 0:
+            self.self_critical_reward()
+
+    def self_critical_reward(self) -> SelfCriticalReward:
+        """The configured SCST reward, built once (its CLIP kept on the module's device)."""
+        if self._reward is None:
             check_self_critical_config(self.cfg)
             self._reward = build_self_critical_reward(self.cfg, self.vocab, clip=self._maybe_reward_clip())
+        if self._reward.clip is not None:
+            self._reward.clip.to(self.device)
+        return self._reward
 
     def _clip(self, source: str) -> CLIPScorer:
         """A frozen CLIP scorer by name or path, loaded once per module and kept on the module's device."""
@@ -137,20 +125,19 @@ class CaptionerModule(pl.LightningModule):
 
     def scst_loss(self, batch: dict[str, Any]) -> Tensor:
         """One SCST step's loss; logs the reward statistics and the sampling / reward times."""
-        if self._reward is None:
-            self.setup("fit")
-        if self._reward.clip is not None:
-            self._reward.clip.to(self.device)
+        reward_fn = self.self_critical_reward()
         r = self.cfg.reward
         att_feats, att_masks = batch["att_feats"], batch["att_masks"]
         start = self._timer()
         greedy = self.baseline_decode(att_feats, att_masks) if r.sc_baseline == "greedy" else None
-        out = sample(self.model, att_feats, att_masks, method=r.train_sample_method, sample_n=r.train_sample_n,
-                     max_length=self.cfg.model.max_length)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not r.scst_rescore):
+            out = sample(self.model, att_feats, att_masks, method=r.train_sample_method,
+                         sample_n=r.train_sample_n, max_length=self.cfg.model.max_length)
         sampled = self._timer()
-        reward = self._reward(out.seq, greedy, batch["gts"], batch.get("clip_vis_feats"))
+        reward = reward_fn(out.seq, greedy, batch["gts"], batch.get("clip_vis_feats"))
         scored = self._timer()
-        loss = self_critical_loss(out.logprobs, out.seq, reward.advantage)
+        logprobs = sequence_logprobs(self.model, att_feats, att_masks, out.seq) if r.scst_rescore else out.logprobs
+        loss = self_critical_loss(logprobs, out.seq, reward.advantage)
         b = att_feats.size(0)
         stats = {**reward.stats, "sample_length": float((out.seq > 0).sum(1).float().mean()),
                  "time_sample": sampled - start, "time_reward": scored - sampled}
@@ -173,7 +160,8 @@ class CaptionerModule(pl.LightningModule):
             logprobs, _ = teacher_forcing_with_sampling(self.model, batch["att_feats"], batch["att_masks"],
                                                         labels[..., :-1], self.ss_prob)
         else:
-            logprobs = self.model(batch["att_feats"], batch["att_masks"], labels[..., :-1])
+            logprobs = self.model(batch["att_feats"], batch["att_masks"], labels[..., :-1],
+                                  encode_once=self.cfg.model.mle_encode_once)
         target = labels[..., 1:].reshape(-1, labels.size(-1) - 1)
         mask = masks[..., 1:].reshape(-1, masks.size(-1) - 1)
         return language_model_loss(logprobs, target, mask, self.cfg.optim.label_smoothing)
@@ -230,51 +218,10 @@ class CaptionerModule(pl.LightningModule):
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._eval_step(batch, "test")
 
-    def on_validation_epoch_end(self) -> None:
-        self._eval_epoch_end(self.cfg.train.val_split)
-
-    def on_test_epoch_end(self) -> None:
-        self._eval_epoch_end("test")
-
-    def _gather_rows(self) -> list[dict[str, Any]]:
+    def take_eval_rows(self) -> list[dict[str, Any]]:
+        """The rows collected since the last call (one per decoded image; :class:`CaptionEvaluation` scores them)."""
         rows, self._eval_rows = self._eval_rows, []
-        if dist.is_available() and dist.is_initialized():
-            parts: list[Any] = [None] * dist.get_world_size()
-            dist.all_gather_object(parts, rows)
-            rows = [r for part in parts for r in part]
-        unique: dict[Any, dict[str, Any]] = {}
-        for r in rows:  # a distributed sampler pads with repeats
-            unique.setdefault(r["image_id"], r)
-        return list(unique.values())
-
-    def _eval_epoch_end(self, split: str) -> None:
-        rows = self._gather_rows()
-        metrics: dict[str, float] = {}
-        if self.trainer.is_global_zero and not self.trainer.sanity_checking:
-            metrics = self.evaluate_captions(rows, split)
-        metrics = self.trainer.strategy.broadcast(metrics, src=0)
-        for key, value in metrics.items():
-            self.log(f"{split}/{key}", value, rank_zero_only=False, sync_dist=False)
-
-    def evaluate_captions(self, rows: list[dict[str, Any]], split: str) -> dict[str, float]:
-        """Score the captions, write ``eval_results/<id>_<split>.json``, return the overall numbers."""
-        preds = [{"image_id": r["image_id"], "caption": r["caption"]} for r in rows]
-        if self.cfg.train.language_eval:
-            if split not in self._refs:
-                self._refs[split] = load_references(self.cfg.data.input_ref_json, split)
-            result = language_eval(preds, self._refs[split])
-        else:
-            result = {"overall": {}, "imgToEval": {p["image_id"]: dict(p) for p in preds}}
-        keys = ["perplexity", "entropy", *(k for k in CLIP_METRICS if rows and all(k in r for r in rows))]
-        extra = {**{k: _mean(r[k] for r in rows) for k in keys}, **diversity_stats([r["caption"] for r in rows])}
-        per_image = {r["image_id"]: {k: r[k] for k in keys} for r in rows}
-        path = write_eval_results(result, self.cfg.train.id, split, overall=extra, per_image=per_image)
-        overall = {**result["overall"], **extra}
-        numbers = {k: float(v) for k, v in overall.items() if isinstance(v, (int, float)) and math.isfinite(v)}
-        shown = ", ".join(f"{k} {numbers[k]:.4g}" for k in ("Bleu_4", "METEOR", "ROUGE_L", "CIDEr", "CLIP-S",
-                                                             "RefCLIP-S", "grammar_prob") if k in numbers)
-        self.print(f"[{split}] epoch {self.current_epoch}: {shown or 'language_eval off'} -> {path}")
-        return numbers
+        return rows
 
 
 def check_self_critical_config(cfg: Config) -> None:
@@ -295,12 +242,6 @@ def check_self_critical_config(cfg: Config) -> None:
         raise ValueError("use_clipscore needs input_clipscore_vis_dir (the CLIP-S image embeddings)")
 
 
-def _mean(values) -> float:
-    values = list(values)
-    return sum(values) / len(values) if values else float("nan")
-
-
-@torch.no_grad()
 def load_weights(module: CaptionerModule, path: str | Path) -> None:
     """Load only the model weights of a checkpoint (ours or the original's) into ``module``
     (``--init_from``, evaluation)."""
@@ -313,3 +254,4 @@ def load_weights(module: CaptionerModule, path: str | Path) -> None:
         module.model.load_state_dict(state, strict=True)
     except RuntimeError as e:
         raise CheckpointError(f"{path} does not fit the configured model: {e}") from None
+

@@ -33,6 +33,7 @@ def check_inputs(cfg: Config, evaluate: bool = False, default_checkpoint: str | 
     att = open_features(d.input_att_dir)
     if isinstance(att, PackedFeatures) and len(att.array) == 0:  # maps the file: a truncated one fails here
         raise InputError(f"{d.input_att_dir} holds no features (config key input_att_dir)")
+    check_feature_source(d.input_att_dir, _manifest(att), d.feature_clip_model, d.feature_resolution)
     resume = cfg.train.resume if cfg.train.resume != "auto" else None
     if cfg.train.start_from:
         resume = str(Path(cfg.train.start_from) / f"{cfg.train.id}-last.ckpt")
@@ -61,6 +62,31 @@ def check_inputs(cfg: Config, evaluate: bool = False, default_checkpoint: str | 
     if not evaluate and cfg.reward.self_critical_after >= 0 and "CIDEr" in terms:
         path = cider_df_path(d.cached_tokens)
         check_df(str(path), read_df_file(path), _vocab(d.input_json))
+
+
+def _manifest(store: object) -> dict:
+    """The extraction manifest of a feature store (empty when it has none, e.g. the original's folders)."""
+    if isinstance(store, PackedFeatures):
+        return store.manifest
+    root = getattr(store, "root", None)
+    path = Path(root) / "manifest.json" if root is not None else None
+    return read_json(path) if path is not None and path.is_file() else {}
+
+
+def check_feature_source(where: str, manifest: dict, clip_model: str, resolution: int) -> None:
+    """The features were made by the configured CLIP at the configured resolution (``feature_clip_model``,
+    ``feature_resolution``: what ``tools/caption.py`` uses for new images). Stores without a record pass."""
+    made = manifest.get("config") or {}
+    if made.get("resolution") not in (None, resolution):
+        raise InputError(f"{where} was extracted at {made['resolution']} px but feature_resolution is {resolution}; "
+                         "fix the config or re-extract the features")
+    model = manifest.get("model")
+    if model is None or model == clip_model:
+        return
+    same_file = Path(model).is_file() and Path(clip_model).is_file() and Path(model).samefile(clip_model)
+    if not same_file:
+        raise InputError(f"{where} was extracted with CLIP {model!r} but feature_clip_model is {clip_model!r}; "
+                         "fix the config or re-extract the features")
 
 
 def _vocab(input_json: str) -> dict[str, str]:

@@ -56,6 +56,7 @@ from captioning.cli import entry_point
 from captioning.config import Config, ConfigError, parse_args, save_config
 from captioning.data.dataset import CaptionDataModule, data_paths_from_config
 from captioning.data.prepro import read_vocab
+from captioning.training.caption_eval import CaptionEvaluation
 from captioning.training.checkpoint_io import AtomicCheckpointIO
 from captioning.training.loggers import build_loggers
 from captioning.training.module import CaptionerModule, load_weights
@@ -80,6 +81,8 @@ def build_trainer(cfg: Config, ckpt_dir: Path, monitor: str, mode: str) -> pl.Tr
     """The Lightning trainer of a run; data comes in the order of :class:`EpochSampler` (the data
     module shards it per process itself)."""
     callbacks = checkpoint_callbacks(ckpt_dir, cfg.train.id, monitor, mode, cfg.train.save_every_n_steps)
+    evaluation = CaptionEvaluation(cfg.train.id, cfg.train.val_split, bool(cfg.train.language_eval),
+                                   cfg.data.input_ref_json)
     devices = cfg.train.devices if cfg.train.devices == "auto" else int(cfg.train.devices)
     clip_algorithm = {"norm": "norm", "value": "value"}[cfg.optim.grad_clip_mode]
     return pl.Trainer(
@@ -94,8 +97,9 @@ def build_trainer(cfg: Config, ckpt_dir: Path, monitor: str, mode: str) -> pl.Tr
         precision=trainer_precision(cfg.train.precision),
         gradient_clip_val=cfg.optim.grad_clip_value or None,
         gradient_clip_algorithm=clip_algorithm,
+        accumulate_grad_batches=cfg.train.accumulate_grad_batches,
         log_every_n_steps=cfg.train.losses_log_every,
-        callbacks=[*callbacks, LearningRateMonitor(logging_interval="step")],
+        callbacks=[evaluation, *callbacks, LearningRateMonitor(logging_interval="step")],
         logger=build_loggers(cfg.train.id, ckpt_dir, cfg.train.loggers, cfg.train.wandb_project,
                              cfg.train.wandb_entity),
         plugins=[AtomicCheckpointIO()],
@@ -183,7 +187,7 @@ def _main(argv: list[str] | None = None) -> int:
     try:
         cfg, _ = parse_args(argv)
     except ConfigError as e:
-        print(f"config error: {e}", file=sys.stderr)
+        print(f"error: {e}", file=sys.stderr)
         return 2
     if not cfg.train.id:
         print("error: --id is required (it names the checkpoints and result files)", file=sys.stderr)
