@@ -4,13 +4,15 @@
 #   TORCH_SPEC   torch requirement installed in the same pip command as the rest
 #                (CUDA users: e.g. TORCH_SPEC="torch==2.13.0" with --index-url via PIP_INDEX_URL).
 #   FORCE=1      re-run demo stages whose outputs already exist.
+#   SEEDS=N      train MLE and the four SCST runs with N seeds and report mean ± sd (default 1).
 #   APP_FLAGS    options of tools/app.py for `make app` (e.g. APP_FLAGS="--port 8080 --ckpt my.ckpt").
 PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-DEMO_FLAGS := $(if $(filter 1,$(FORCE)),--force,)
+SEEDS ?= 1
+DEMO_FLAGS := $(if $(filter 1,$(FORCE)),--force,) --seeds $(SEEDS)
 
 .PHONY: demo test test-fast lint app venv clean-demo
 

@@ -253,6 +253,8 @@ class TrainConfig:
     max_epochs: int = -1
     """epochs to train (-1: Lightning's default)"""
     limit_train_batches: int = -1  # at most this many training batches per epoch (-1: all); short demo runs
+    val_check_interval: int = 0  # also validate every N training batches within an epoch (0: at epoch ends only)
+    limit_val_batches: int = -1  # at most this many validation batches per pass (-1: all); cheap curve points
     accumulate_grad_batches: int = 1  # optimiser step every k batches (global batch = k * batch_size)
     precision: str = "32"
     """32, 16 (CUDA mixed) or bf16"""
@@ -660,8 +662,9 @@ RANGES: dict[str, tuple[float | None, float | None]] = {
     "scheduled_sampling_increase_prob": (0, 1), "scheduled_sampling_max_prob": (0, 1), "train_sample_n": (1, None),
     "train_beam_size": (1, None), "sc_beam_size": (1, None), "beam_size": (1, None), "sample_n": (1, None),
     "group_size": (1, None), "diversity_lambda": (0, None), "max_epochs": (-1, None),
-    "limit_train_batches": (-1, None), "save_every_n_steps": (0, None), "accumulate_grad_batches": (1, None),
-    "num_threads": (0, None), "num_nodes": (1, None),
+    "limit_train_batches": (-1, None), "val_check_interval": (0, None), "limit_val_batches": (-1, None),
+    "save_every_n_steps": (0, None), "accumulate_grad_batches": (1, None), "num_threads": (0, None),
+    "num_nodes": (1, None),
     "losses_log_every": (1, None), "epochs": (1, None), "embed_dim": (1, None), "image_resolution": (1, None),
     "vision_width": (1, None), "context_length": (1, None), "transformer_width": (1, None),
     "transformer_layers": (1, None), "adam_eps": (0, None), "adam_beta1": (0, 1), "adam_beta2": (0, 1),

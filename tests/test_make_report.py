@@ -69,3 +69,32 @@ def test_missing_results_and_bad_labels_are_errors(tmp_path, monkeypatch, capsys
         with pytest.raises(SystemExit) as e:
             runpy.run_path(TOOL, run_name="__main__")
         assert e.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_caption_grid_picks_the_images_where_the_models_differ_most(tiny_world_factory):
+    from captioning.evaluation.report import grid_images
+    from captioning.metrics.truth import caption_facts
+
+    root, _ = tiny_world_factory()
+    scenes = load_scenes(root / "s.json")
+    test = [im for im in json.loads((root / "dataset.json").read_text())["images"] if im["split"] == "test"]
+    refs = {str(im["cocoid"]): im["sentences"][0]["raw"] for im in test}
+    ids = list(refs)
+    a, b = dict(refs), dict(refs)  # the same captions everywhere but on three images
+    b[ids[1]] = "a shape"                               # B states fewer true facts on image 1
+    b[ids[4]] = "a circle"                              # and on image 4
+    b[ids[6]] = "green green green"                     # B's caption does not parse on images 6 and 7
+    b[ids[7]] = "star star"
+    rows = {"A": {"captions": a}, "B": {"captions": b}}
+
+    def spread(i: str) -> int:  # true facts stated, counted by the truth metric's own rule
+        return abs(sum(caption_facts(a[i], scenes[i])["true"].values())
+                   - sum(caption_facts(b[i], scenes[i])["true"].values()))
+
+    picked = grid_images(rows, scenes, ids, 4)
+    expected = sorted((i for i in ids if spread(i) > 0), key=lambda i: (-spread(i), ids.index(i)))
+    assert all(spread(i) == 0 for i in ids if i not in (ids[1], ids[4], ids[6], ids[7]))
+    unparsed = [i for i in picked if i in (ids[6], ids[7])]
+    assert len(unparsed) == 1  # at most one image with a caption that does not parse
+    assert picked[:3] == [i for i in expected if i not in (ids[6], ids[7]) or i == unparsed[0]][:3]
+    assert grid_images(rows, None, ids, 2) == [ids[1], ids[4]]  # no truth: by distinct captions, in order

@@ -237,6 +237,7 @@ def test_7_resuming_a_finished_run_is_an_error_suggesting_init_from(world, tmp_p
 
 
 @pytest.mark.parametrize("key,value", [("limit_train_batches", "0"), ("limit_train_batches", "-3"),
+                                       ("limit_val_batches", "0"), ("val_check_interval", "-1"),
                                        ("max_epochs", "0"), ("save_every_n_steps", "-1")])
 def test_7_out_of_range_trainer_limits_are_refused(world, tmp_path, monkeypatch, capsys, key, value):
     monkeypatch.chdir(tmp_path)

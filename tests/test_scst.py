@@ -129,6 +129,19 @@ def logged(ctx, run_id):
     return {k for row in rows for k, v in row.items() if v != ""}
 
 
+def test_validation_every_n_steps_gives_a_curve_point_per_interval_on_limited_batches(phase2, monkeypatch):
+    monkeypatch.chdir(phase2["dir"])
+    assert rl(phase2, "rlv", "--init_from", str(phase2["mle"]), "--val_check_interval", "1",
+              "--limit_val_batches", "1", "--batch_size", "5") == 0
+    with open(phase2["dir"] / "rlv" / "logs" / "version_0" / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    train_steps = {r["step"] for r in rows if r.get("train/loss")}
+    val_steps = [r["step"] for r in rows if any(v != "" for k, v in r.items() if k.startswith("val/"))]
+    assert len(train_steps) > 1 and sorted(val_steps, key=int) == sorted(train_steps, key=int)
+    val = json.loads((phase2["dir"] / "eval_results" / "rlv_val.json").read_text())
+    assert len(val["imgToEval"]) == 5  # one batch of the 8 val images
+
+
 def adam_state(ctx, run_id):
     ckpt = torch.load(ctx["dir"] / run_id / f"{run_id}-last.ckpt", weights_only=True)
     opt = ckpt["optimizer_states"][0]

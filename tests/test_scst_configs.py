@@ -49,6 +49,8 @@ def test_fineshapes_phase2_configs(name):
     assert terms(cfg) == FINESHAPES[name]
     assert (cfg.get("self_critical_after"), cfg.get("noamopt"), cfg.get("train_sample_n")) == (0, False, 5)
     assert (cfg.get("max_epochs"), cfg.get("limit_train_batches"), cfg.get("drop_prob_lm")) == (1, 60, 0.0)
+    steps = cfg.get("max_epochs") * cfg.get("limit_train_batches")  # >= 10 curve points of each kind (#18)
+    assert steps // cfg.get("losses_log_every") >= 10 and steps // cfg.get("val_check_interval") >= 10
     assert cfg.get("checkpoint_path") == f"save/{name}"
     # data, model and CLIP come from phase 1, so the MLE checkpoint fits and the features match
     for key in ("input_json", "input_att_dir", "input_clipscore_vis_dir", "cached_tokens", "clip_model",

@@ -25,6 +25,17 @@ def _optional(value: str | None) -> str | None:
     return None if value is None or value.lower() == "none" else value
 
 
+def _seed_reports(text: str) -> tuple[tuple[int, str], ...]:
+    """``SEED:PATH,...`` as (seed, path) pairs."""
+    out = []
+    for item in filter(None, text.split(",")):
+        seed, sep, path = item.partition(":")
+        if not sep or not seed.isdigit() or not path:
+            raise ValueError(f"--seed_reports takes SEED:PATH items, got {item!r}")
+        out.append((int(seed), path))
+    return tuple(out)
+
+
 @entry_point
 def main(argv: list[str] | None = None) -> int:
     parser = ArgumentParser(description=__doc__)
@@ -44,7 +55,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timings", default=None, help="stage times to include (demo/timings.json)")
     parser.add_argument("--title", default=None, help="report title")
     parser.add_argument("--out_dir", default="demo", help="where report.md, report.json and the figures go")
+    parser.add_argument("--seed_reports", default="",
+                        help="SEED:PATH,... report.json files of the same runs trained with other seeds; the "
+                             "report adds mean ± sd per cell and per claim the seeds it held in")
     args = parser.parse_args(argv)
+    try:
+        other_seeds = _seed_reports(args.seed_reports)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     run_ids = [r for r in args.runs.split(",") if r]
     demo_labels = {run_id: label for label, run_id, _ in DEMO_RUNS}
     labels = args.labels.split(",") if args.labels else [demo_labels.get(r, r) for r in run_ids]
@@ -60,12 +79,12 @@ def main(argv: list[str] | None = None) -> int:
                           clip_model=_optional(args.clip_model), clipscore_features=_optional(args.clipscore_features),
                           grammar_clip=grammar, images_root=args.images_root, timings_json=_optional(args.timings),
                           split=args.split, title=title)
-    for path in (args.dataset_json, scenes, grammar, inputs.clipscore_features):
+    for path in (args.dataset_json, scenes, grammar, inputs.clipscore_features, *(p for _, p in other_seeds)):
         if path and not Path(path).exists():
             print(f"error: report input missing: {path} (pass none to go without it, where optional)", file=sys.stderr)
             return 2
     try:
-        path = build_report(inputs, args.out_dir)
+        path = build_report(inputs, args.out_dir, other_seeds)
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

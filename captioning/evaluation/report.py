@@ -23,10 +23,12 @@ from tqdm import tqdm
 from captioning.data.features import open_features
 from captioning.data.karpathy import image_id, split_images
 from captioning.evaluation.claims import ROLES, check_claims, claims_markdown
+from captioning.evaluation.seeds import aggregate, spread_markdown
 from captioning.fineshapes.dataset import load_scenes
 from captioning.metrics import CLIPScorer, truth_metrics
 from captioning.metrics.clipscore import load_scorer
 from captioning.metrics.language import refs_from_karpathy
+from captioning.metrics.truth import Claim, caption_claims
 from captioning.utils.io import write_json, write_text
 from clip.images import open_rgb
 
@@ -122,8 +124,40 @@ def table_markdown(rows: dict[str, dict]) -> str:
     return "\n".join([head, sep, *body])
 
 
-def caption_grid(inp: ReportInputs, rows: dict[str, dict], path: Path, n: int = 6) -> bool:
-    """A PNG of the first ``n`` images (that exist) with each model's caption; False when none exists."""
+def grid_images(rows: dict[str, dict], scenes: dict | None, candidates: list[str], n: int) -> list[str]:
+    """The ``n`` images where the models differ most: by the spread (max - min) of true facts stated, then
+    of false facts stated, with at most one image whose captions include one that does not parse (with
+    scenes); else by the number of distinct captions. Ties by order of ``candidates``."""
+    if scenes is None:
+        return sorted(candidates, key=lambda i: -len({r["captions"][i] for r in rows.values()}))[:n]
+    keyed = []
+    for k, i in enumerate(candidates):
+        claims = [caption_claims(r["captions"][i], scenes[i]) for r in rows.values()]
+        trues, falses = zip(*map(_true_false, claims))
+        keyed.append((-(max(trues) - min(trues)), -(max(falses) - min(falses)), k, i, None in claims))
+    out, unparsed = [], 0
+    for *_, i, has_unparsed in sorted(keyed):
+        if len(out) == n:
+            break
+        if not has_unparsed or not unparsed:
+            out.append(i)
+            unparsed += has_unparsed
+    return out
+
+
+def _true_false(claims: list[Claim] | None) -> tuple[int, int]:
+    """(true, false) facts of a caption; one that does not parse states none."""
+    claims = claims or []
+    return sum(c.true for c in claims), sum(not c.true for c in claims)
+
+
+def caption_grid(inp: ReportInputs, rows: dict[str, dict], path: Path, n: int = 6,
+                 scenes: dict | None = None) -> bool:
+    """A PNG of the ``n`` test images where the models differ most, one row each, with every model's caption.
+
+    With FineShapes ``scenes``, each caption shows its counts of true (✓) and false (✗) facts and names its
+    false facts in red. Sized for a README column (10 in at 100 dpi, 10 pt text); False when no image exists.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -132,31 +166,49 @@ def caption_grid(inp: ReportInputs, rows: dict[str, dict], path: Path, n: int = 
     files = {str(image_id(im)): Path(inp.images_root) / im.get("filepath", "") / im["filename"]
              for im in split_images(inp.dataset_json, inp.split)}
     shared = set.intersection(*(set(r["captions"]) for r in rows.values()))
-    ids = [i for i in sort_ids(shared) if i in files and files[i].is_file()][:n]
+    candidates = [i for i in sort_ids(shared) if i in files and files[i].is_file()
+                  and (scenes is None or i in scenes)]
+    ids = grid_images(rows, scenes, candidates, n)
     if not ids:
         return False
-    fig, axes = plt.subplots(1, len(ids), figsize=(3.2 * len(ids), 4.6))
-    for ax, i in zip(np.atleast_1d(axes), ids):
+    lines_per_model = 2 if scenes is not None else 1
+    row_h = max(1.9, 0.21 * len(rows) * lines_per_model + 0.3)
+    fig = plt.figure(figsize=(10, row_h * len(ids)))
+    grid = fig.add_gridspec(len(ids), 2, width_ratios=[1, 4.2], wspace=0.03, hspace=0.12)
+    step = 1.0 / (len(rows) * lines_per_model + 0.5)
+    for r, i in enumerate(ids):
+        ax = fig.add_subplot(grid[r, 0])
         ax.imshow(open_rgb(files[i]))
         ax.set_axis_off()
-        text = "\n".join(f"{label}: {_wrap(r['captions'][i])}" for label, r in rows.items())
-        ax.set_title(text, fontsize=6.5, loc="left", y=-0.02 - 0.09 * len(rows), wrap=True)
-    fig.tight_layout()
+        ax.set_title(f"image {i}", fontsize=9, pad=2)
+        text_ax = fig.add_subplot(grid[r, 1])
+        text_ax.set_axis_off()
+        y = 1.0
+        for k, (label, row) in enumerate(rows.items()):
+            caption = row["captions"][i]
+            head = f"{label}:"
+            if scenes is not None:
+                claims = caption_claims(caption, scenes[i])
+                t, w = _true_false(claims)
+                head = f"{label} ✓{t} ✗{w}:"
+            text_ax.text(0.0, y, head, color=f"C{k % 10}", fontsize=10, fontweight="bold", va="top",
+                         transform=text_ax.transAxes)
+            shown = caption if len(caption) <= 80 else caption[:79] + "…"
+            text_ax.text(0.34, y, shown, fontsize=10, va="top", transform=text_ax.transAxes)
+            y -= step
+            if scenes is not None:
+                if claims is None:
+                    note, colour = "does not parse: states no fact", "darkorange"
+                else:
+                    wrong = [f"{c.category}: {c.text}" for c in claims if not c.true]
+                    note, colour = ("✗ " + "; ".join(wrong), "crimson") if wrong else ("all stated facts true",
+                                                                                       "seagreen")
+                text_ax.text(0.34, y, note, fontsize=9, color=colour, va="top", transform=text_ax.transAxes)
+                y -= step
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
+    fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)
     return True
-
-
-def _wrap(text: str, width: int = 44) -> str:
-    words, lines, line = text.split(), [], ""
-    for w in words:
-        if len(line) + len(w) + 1 > width:
-            lines.append(line)
-            line = w
-        else:
-            line = f"{line} {w}".strip()
-    return "\n   ".join(lines + [line])
 
 
 def read_log(save_dir: str, run_id: str) -> list[dict[str, str]]:
@@ -171,34 +223,53 @@ def read_log(save_dir: str, run_id: str) -> list[dict[str, str]]:
 
 
 def training_curves(inp: ReportInputs, path: Path) -> None:
-    """Loss (MLE), reward (RL), validation CIDEr and CLIP-S per run; one colour per run in every panel."""
+    """Training loss of the MLE runs; loss, reward, validation CIDEr and CLIP-S of the SCST runs (runs that log
+    ``train/reward``), with each MLE run's last validation value dashed; one colour per run in every panel."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = [("train/loss", "training loss (MLE; SCST)"), ("train/reward", "SCST reward - baseline"),
-              ("val/CIDEr", "val CIDEr"),
-              ("val/CLIP-S", "val CLIP-S")]
     logs = {run_id: read_log(inp.save_dir, run_id) for _, run_id in inp.runs}
-    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.2))
-    for ax, (key, title) in zip(axes, panels):
+    scst = {run_id for run_id, rows in logs.items() if any(r.get("train/reward") for r in rows)}
+    panels = [("train/loss", "MLE training loss", False), ("train/loss", "SCST loss", True),
+              ("train/reward", "SCST reward - baseline", True), ("val/CIDEr", "val CIDEr (SCST)", True),
+              ("val/CLIP-S", "val CLIP-S (SCST)", True)]
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.3 * len(panels), 3.0))
+    for ax, (key, title, phase2) in zip(axes, panels):
         for k, (label, run_id) in enumerate(inp.runs):
             points = [(int(r["step"]), float(r[key])) for r in logs[run_id] if r.get(key)]
-            if points:
-                ax.plot(*zip(*points), label=label, color=f"C{k % 10}", marker="." if key.startswith("val") else None)
-        ax.set_title(title)
+            if not points:
+                continue
+            if (run_id in scst) == phase2:
+                ax.plot(*zip(*points), label=label, color=f"C{k % 10}", marker=".")
+            elif key.startswith("val/") and phase2:
+                ax.axhline(points[-1][1], color=f"C{k % 10}", linestyle="--", label=label)
+        ax.set_title(title, fontsize=10)
         ax.set_xlabel("step")
-    handles = {h.get_label(): h for ax in axes for h in ax.get_lines()}
-    axes[0].legend([handles[label] for label, _ in inp.runs if label in handles],
-                   [label for label, _ in inp.runs if label in handles], fontsize=7)
-    fig.tight_layout()
+    handles: dict[str, Any] = {}
+    for line in (h for ax in axes for h in ax.get_lines()):
+        handles.setdefault(line.get_label(), line)
+    fig.legend([handles[label] for label, _ in inp.runs if label in handles],
+               [label for label, _ in inp.runs if label in handles], loc="lower center", ncol=len(inp.runs),
+               fontsize=9, frameon=False)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
-def build_report(inp: ReportInputs, out_dir: str = "demo") -> Path:
-    """Compute every row, write ``report.md``, ``report.json``, ``captions.png`` and ``curves.png``."""
+def results_table(report_json: str | Path) -> dict[str, dict]:
+    """The rows of a written ``report.json`` (its claims and spread left out)."""
+    return {label: row for label, row in _read_json(Path(report_json)).items()
+            if label not in ("paper_claims", "over_seeds")}
+
+
+def build_report(inp: ReportInputs, out_dir: str = "demo", other_seeds: tuple[tuple[int, str], ...] = ()) -> Path:
+    """Compute every row, write ``report.md``, ``report.json``, ``captions.png`` and ``curves.png``.
+
+    ``other_seeds``: (seed, ``report.json``) of the same runs trained with other seeds; with them the
+    report adds the mean ± sd over this table (seed 0) and theirs, and per claim the seeds it held in.
+    """
     out = Path(out_dir)
     scenes = load_scenes(inp.scenes_json) if inp.scenes_json else None
     refs = refs_from_karpathy(inp.dataset_json, inp.split)
@@ -210,13 +281,18 @@ def build_report(inp: ReportInputs, out_dir: str = "demo") -> Path:
     rows = {label: model_row(inp, run_id, scenes, refs, scorer, img_feats, grammar)
             for label, run_id in tqdm(inp.runs, desc="report rows", unit="run")}
     out.mkdir(parents=True, exist_ok=True)
-    grid = caption_grid(inp, rows, out / "captions.png")
+    grid = caption_grid(inp, rows, out / "captions.png", scenes=scenes)
     training_curves(inp, out / "curves.png")
     timings = _read_json(Path(inp.timings_json)) if inp.timings_json and Path(inp.timings_json).is_file() else {}
     checks = check_claims(rows) if set(ROLES) <= set(rows) else []
     numbers: dict[str, Any] = {label: {k: v for k, v in r.items() if k != "captions"} for label, r in rows.items()}
     if checks:
         numbers["paper_claims"] = [c.to_json() for c in checks]
+    spread = None
+    if other_seeds:
+        tables = [{label: numbers[label] for label in rows}] + [results_table(p) for _, p in other_seeds]
+        spread = aggregate(tables, [0] + [seed for seed, _ in other_seeds])
+        numbers["over_seeds"] = spread
     write_json(out / "report.json", numbers, indent=2)
     lines = [
         f"# {inp.title}",
@@ -229,13 +305,23 @@ def build_report(inp: ReportInputs, out_dir: str = "demo") -> Path:
         "",
         table_markdown(rows),
         "",
-        "![captions](captions.png)" if grid else "(no caption grid: the images are not under the images root)",
+        ("![captions](captions.png)\n\nCaptions of the test images where the models differ most (spread of true "
+         "facts stated); with FineShapes truth, ✓/✗ count each caption's true and false facts and the false ones "
+         "are named in red." if grid else "(no caption grid: the images are not under the images root)"),
         "",
         "![training curves](curves.png)",
+        "",
+        "Phase 2 starts from the MLE weights. Dashed: the MLE run's last validation value (on its whole val "
+        "split, where a run may validate on fewer images: see limit_val_batches in its config).",
         "",
     ]
     if checks:
         lines += ["## The paper's claims, computed from this table", "", claims_markdown(checks), ""]
+    if spread:
+        lines += [f"## Spread over {spread['n_seeds']} seeds (mean ± sd; seeds {', '.join(map(str, spread['seeds']))})",
+                  "", "The same world, features and CLIPs; each seed trains MLE and the four SCST runs again "
+                  "(initialisation, data order, dropout and sampling). Sample sd over seeds.", "",
+                  spread_markdown(spread, COLUMNS), ""]
     if timings:
         lines += ["## Time per stage", "", "| stage | seconds |", "|---|---:|"]
         lines += [f"| {k} | {v:.1f} |" for k, v in timings.get("stages_s", {}).items()]

@@ -88,6 +88,8 @@ def build_trainer(cfg: Config, ckpt_dir: Path, monitor: str, mode: str) -> pl.Tr
     return pl.Trainer(
         max_epochs=cfg.train.max_epochs,
         limit_train_batches=cfg.train.limit_train_batches if cfg.train.limit_train_batches > 0 else None,
+        limit_val_batches=cfg.train.limit_val_batches if cfg.train.limit_val_batches > 0 else None,
+        val_check_interval=cfg.train.val_check_interval or None,
         accelerator=cfg.train.accelerator,
         devices=devices,
         num_nodes=cfg.train.num_nodes,
@@ -114,6 +116,13 @@ def check_trainer_limits(cfg: Config) -> str | None:
         return f"max_epochs must be >= 1 (or -1: no limit), got {t.max_epochs}"
     if t.limit_train_batches == 0 or t.limit_train_batches < -1:
         return f"limit_train_batches must be >= 1 (or -1: every batch), got {t.limit_train_batches}"
+    if t.limit_val_batches == 0 or t.limit_val_batches < -1:
+        return f"limit_val_batches must be >= 1 (or -1: every batch), got {t.limit_val_batches}"
+    if t.val_check_interval < 0:
+        return f"val_check_interval must be >= 0 (0: at epoch ends only), got {t.val_check_interval}"
+    if 0 < t.limit_train_batches < t.val_check_interval:
+        return (f"val_check_interval ({t.val_check_interval}) must be <= limit_train_batches "
+                f"({t.limit_train_batches}), or 0")
     if t.save_every_n_steps < 0:
         return f"save_every_n_steps must be >= 0 (0: only at the end of each epoch), got {t.save_every_n_steps}"
     if t.losses_log_every < 1:
