@@ -36,6 +36,7 @@ import torch
 from pytorch_lightning.callbacks import LearningRateMonitor
 
 import clip
+from captioning.cli import entry_point
 from captioning.config import ConfigError, parse_args, save_config
 from captioning.data.features import open_features
 from captioning.data.prepro import read_vocab
@@ -43,7 +44,6 @@ from captioning.fineshapes.dataset import load_scenes
 from captioning.training.checkpoint_io import AtomicCheckpointIO
 from captioning.training.loggers import build_loggers
 from captioning.training.runs import (
-    RunError,
     RunLock,
     check_resume_epochs,
     checkpoint_callbacks,
@@ -196,12 +196,8 @@ def evaluate_main(cfg: RetrievalConfig, ckpt_dir: Path) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run; a run that cannot start as asked (id, lock, resume) ends with one ``error:`` line, exit 2."""
-    try:
-        return _main(argv)
-    except RunError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    """Run; an expected failure (config, files, id, lock, resume) ends with one ``error:`` line, exit 2."""
+    return entry_point(_main)(argv)
 
 
 def _main(argv: list[str] | None = None) -> int:

@@ -5,10 +5,7 @@
 """
 import sys
 
-from captioning.cli import entry_point
-from retrieval import run
-
-main = entry_point(run.main)
+from retrieval.run import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -280,3 +280,15 @@ def test_6_every_config_key_is_read_or_refused_or_announced(schema_name):
         elif not any(re.search(rf"\.{re.escape(key)}\b", text) for text in sources):
             silent.append(key)
     assert silent == []
+
+
+def test_7_a_truncated_checkpoint_to_resume_is_one_error_line(tmp_path, capsys):
+    from retrieval import run as retrieval_run
+
+    bad = tmp_path / "cut.ckpt"
+    torch.save({"epoch": 0, "state_dict": {"w": torch.zeros(1000)}}, bad)
+    bad.write_bytes(bad.read_bytes()[:300])
+    rc = retrieval_run.main(["--cfg", "clip_negative_text", "--id", "t", "--checkpoint_dir", str(tmp_path / "save"),
+                             "--resume", str(bad)])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("error:") == 1 and "cut.ckpt" in err and "Traceback" not in err

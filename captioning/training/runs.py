@@ -30,6 +30,7 @@ import torch
 from pytorch_lightning.callbacks import Checkpoint, ModelCheckpoint
 
 from captioning.cli import InputError
+from clip.pretrained import torch_load
 
 # One run per id is enforced by claim_run_id, so Lightning's warning about files in the folder (ours:
 # the lock, the config, a resumed run's checkpoints) says nothing.
@@ -149,7 +150,9 @@ def checkpoint_callbacks(dirpath: str | Path, run_id: str, monitor: str, mode: s
 
 def finished_epochs(path: str | Path) -> int:
     """How many whole epochs the checkpoint at ``path`` has trained."""
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    ckpt = torch_load(path)
+    if not isinstance(ckpt, dict):
+        raise RunError(f"{path} is not a training checkpoint (no trainer state to resume)")
     state = (ckpt.get("callbacks") or {}).get("RunCheckpoints")
     if state is None:               # written by plain Lightning: saved at the end of epoch `epoch`
         return int(ckpt.get("epoch", -1)) + 1
