@@ -38,11 +38,11 @@ from retrieval.data import Entry, load_images, normalize, read_karpathy
 from retrieval.details import DETAILS, description_and_twin, details_of
 
 
-@torch.no_grad()
 def image_features(model: clip.CLIP, images: Tensor, batch_size: int = 256) -> Tensor:
-    """L2-normalised embeddings of uint8 images (N, 3, H, W)."""
+    """L2-normalised embeddings of uint8 images (N, 3, H, W), by :func:`clip.image_embeddings` (an
+    inference tensor, float32), CLIP-normalised ``batch_size`` images at a time; sets eval mode."""
     model.eval()
-    return torch.cat([F.normalize(model.encode_image(normalize(x)), dim=-1) for x in images.split(batch_size)])
+    return clip.image_embeddings(model, (normalize(x) for x in images.split(batch_size)))
 
 
 def _prefix(texts: list[str], prompt: bool) -> list[str]:

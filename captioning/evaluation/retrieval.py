@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -45,17 +46,17 @@ def image_paths(input_json: str | os.PathLike, images_root: str | os.PathLike) -
     return out
 
 
-@torch.inference_mode()
 def encode_images(model: clip.CLIP, paths: list[Path], batch_size: int = 64, progress: bool = True) -> torch.Tensor:
-    """L2-normalised CLIP image embeddings with CLIP's own preprocessing (as the CLIP-S features)."""
+    """L2-normalised CLIP image embeddings with CLIP's own preprocessing (as the CLIP-S features):
+    the files are read ``batch_size`` at a time and encoded by :func:`clip.image_embeddings`."""
     preprocess = clip.transforms.clip_preprocess(model.config["image_resolution"])
-    feats = []
-    for start in tqdm(range(0, len(paths), batch_size), desc="encoding images", unit="batch", disable=not progress):
-        batch = []
-        for p in paths[start : start + batch_size]:
-            batch.append(preprocess(open_rgb(p)))
-        feats.append(model.encode_image(torch.stack(batch).to(model.positional_embedding.device)).float())
-    return F.normalize(torch.cat(feats), dim=-1)
+
+    def batches() -> Iterator[torch.Tensor]:
+        for start in tqdm(range(0, len(paths), batch_size), desc="encoding images", unit="batch",
+                          disable=not progress):
+            yield torch.stack([preprocess(open_rgb(p)) for p in paths[start : start + batch_size]])
+
+    return clip.image_embeddings(model, batches())
 
 
 def evaluate_retrieval(captions: dict[str, str], clip_model: str, image_features: str | None = None,
