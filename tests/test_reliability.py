@@ -159,3 +159,84 @@ def test_features_from_another_clip_or_resolution_are_refused(tiny_world_factory
         assert err.count("error:") == 1 and expected in err and "Traceback" not in err
     write_packed(tmp_path / "same.npy", ids, feats, model="RN50", config={"resolution": 448})
     assert train_pl.main([*args, "--input_att_dir", str(tmp_path / "same.npy")]) == 0
+
+
+def _same_rows(a: list, b: list) -> bool:
+    """Equal rows, key order, value types and float bits included (NaN equals NaN)."""
+    import math
+    import struct
+
+    def same(x, y):
+        if type(x) is not type(y):
+            return False
+        if isinstance(x, float):
+            return (math.isnan(x) and math.isnan(y)) or struct.pack("<d", x) == struct.pack("<d", y)
+        return x == y
+
+    return len(a) == len(b) and all(list(r) == list(s) and all(same(r[k], s[k]) for k in r) for r, s in zip(a, b))
+
+
+def _eval_rows():
+    return [
+        {"image_id": 7, "caption": 'ein grüner Würfel über einem Kreis ☃ 🐱 "quoted" \\ back\nslash\t',
+         "perplexity": 0.1 + 0.2, "entropy": float("nan"), "CLIP-S": -0.0},
+        {"image_id": "7", "caption": "", "perplexity": float("inf"), "entropy": 5e-324,
+         "CLIP-S": 1.7976931348623157e308},
+        {"image_id": "COCO_val2014_000000000042.jpg", "caption": "a dog", "perplexity": -float("inf"),
+         "entropy": 2 / 3, "CLIP-S": 1e-310},
+        {"image_id": 2**62 + 1, "caption": "日本語のキャプション", "perplexity": 12.0, "entropy": 1.0000000000000002},
+    ]
+
+
+def test_eval_rows_cross_processes_exactly_as_json_bytes():
+    from captioning.training.caption_eval import decode_rows, encode_rows
+
+    rows = _eval_rows()
+    data = encode_rows(rows)
+    assert data.dtype == torch.uint8 and data.dim() == 1
+    assert _same_rows(decode_rows(data), rows)
+    assert _same_rows(decode_rows(torch.cat([data, torch.zeros(5, dtype=torch.uint8)])[:len(data)]), rows)
+    with pytest.raises(TypeError):
+        encode_rows([{"image_id": torch.tensor(1)}])          # not JSON: refused, never silently changed
+
+
+def test_gather_rows_keeps_rank_order_types_and_the_first_row_of_each_image():
+    """Two ranks (threads standing in for processes) with rows of different byte lengths; the
+    strategy's all_gather, like Lightning's, stacks same-shape tensors and refuses others."""
+    import threading
+    from types import SimpleNamespace
+
+    from captioning.training.caption_eval import gather_rows
+
+    barrier, slots = threading.Barrier(2), [None, None]
+
+    class Strategy:
+        root_device = torch.device("cpu")
+
+        def __init__(self, rank):
+            self.rank = rank
+
+        def all_gather(self, t):
+            slots[self.rank] = t.clone()
+            barrier.wait()
+            out = torch.stack(slots)
+            barrier.wait()
+            return out
+
+    rows = _eval_rows()
+    repeat = {**rows[0], "caption": "a padding repeat of image 7"}
+    per_rank = [[rows[0], rows[2]], [rows[1], repeat, rows[3]]]
+    results = [None, None]
+
+    def rank(r):
+        results[r] = gather_rows(per_rank[r], SimpleNamespace(world_size=2, strategy=Strategy(r)))
+
+    threads = [threading.Thread(target=rank, args=(r,)) for r in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    expected = [rows[0], rows[2], rows[1], rows[3]]             # rank order; int 7 and "7" are two images
+    assert _same_rows(results[0], expected) and _same_rows(results[1], expected)
+    one = gather_rows([rows[0], repeat, rows[1]], SimpleNamespace(world_size=1, strategy=None))
+    assert len(one) == 2 and one[0] is rows[0] and one[1] is rows[1]   # one process: no encoding, no copies

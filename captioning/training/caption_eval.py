@@ -8,12 +8,14 @@ file and logs the overall numbers under ``<split>/``.
 """
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-import torch.distributed as dist
+import torch
+from torch import Tensor
 
 from captioning.metrics import diversity_stats, language_eval, refs_from_coco, refs_from_karpathy, write_eval_results
 
@@ -30,12 +32,30 @@ def load_references(path: str, split: str) -> dict[Any, list[str]]:
     return refs_from_coco(path) if '"annotations"' in head else refs_from_karpathy(path, split)
 
 
-def gather_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Every process's rows, each image once (a distributed sampler pads with repeats)."""
-    if dist.is_available() and dist.is_initialized():
-        parts: list[Any] = [None] * dist.get_world_size()
-        dist.all_gather_object(parts, rows)
-        rows = [r for part in parts for r in part]
+def encode_rows(rows: list[dict[str, Any]]) -> Tensor:
+    """Rows as JSON text in a uint8 tensor (UTF-8). JSON keeps what a row holds exactly: strings,
+    int or str image ids as they are, and floats by their shortest repr (NaN and infinities
+    included); anything else is refused (TypeError)."""
+    return torch.frombuffer(bytearray(json.dumps(rows).encode("utf-8")), dtype=torch.uint8)
+
+
+def decode_rows(data: Tensor) -> list[dict[str, Any]]:
+    """The rows :func:`encode_rows` put in ``data``."""
+    return json.loads(data.cpu().numpy().tobytes().decode("utf-8"))
+
+
+def gather_rows(rows: list[dict[str, Any]], trainer: pl.Trainer) -> list[dict[str, Any]]:
+    """Every process's rows in rank order, each image once (the first row of it: a distributed
+    sampler pads with repeats). With several processes the rows travel as :func:`encode_rows` bytes
+    through the trainer's strategy (lengths first, then the bytes padded to the longest)."""
+    if trainer.world_size > 1:
+        strategy = trainer.strategy
+        data = encode_rows(rows).to(strategy.root_device)
+        lengths = strategy.all_gather(torch.tensor([len(data)], device=strategy.root_device)).reshape(-1).tolist()
+        padded = torch.zeros(max(lengths), dtype=torch.uint8, device=strategy.root_device)
+        padded[:len(data)] = data
+        parts = strategy.all_gather(padded)
+        rows = [r for part, n in zip(parts, lengths) for r in decode_rows(part[:n])]
     unique: dict[Any, dict[str, Any]] = {}
     for r in rows:
         unique.setdefault(r["image_id"], r)
@@ -80,7 +100,7 @@ class CaptionEvaluation(pl.Callback):
         self._epoch_end(trainer, pl_module, "test")
 
     def _epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, split: str) -> None:
-        rows = gather_rows(pl_module.take_eval_rows())
+        rows = gather_rows(pl_module.take_eval_rows(), trainer)
         metrics: dict[str, float] = {}
         if trainer.is_global_zero and not trainer.sanity_checking:
             refs = None
