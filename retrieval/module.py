@@ -11,7 +11,6 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -61,14 +60,6 @@ def pretrain_clip(cfg: RetrievalConfig) -> clip.CLIP:
                      transformer_heads=clip.default_heads(m.transformer_width), transformer_layers=m.transformer_layers)
 
 
-def _gather(t: Tensor) -> Tensor:
-    if dist.is_available() and dist.is_initialized():
-        parts = [torch.empty_like(t) for _ in range(dist.get_world_size())]
-        dist.all_gather(parts, t.contiguous())
-        return torch.cat(parts)
-    return t
-
-
 class _RetrievalModule(pl.LightningModule):
     """Shared parts: config, optimiser, and image-text retrieval at the end of validation and test."""
 
@@ -104,9 +95,14 @@ class _RetrievalModule(pl.LightningModule):
         for k, v in tensors.items():
             self._eval.setdefault(k, []).append(v.detach())
 
+    def _gather(self, t: Tensor) -> Tensor:
+        """``t`` of every process (same shape on each), concatenated in rank order, through the
+        trainer's strategy (which stacks them on a new first dimension; one process: ``t`` itself)."""
+        return self.all_gather(t).reshape(-1, *t.shape[1:])
+
     def _retrieval_logs(self, split: str) -> dict[str, Tensor]:
         """R@1/5/10 both ways over all kept (image, text) pairs, plus the kept tensors, gathered."""
-        kept = {k: _gather(torch.cat(v)) for k, v in self._eval.items()}
+        kept = {k: self._gather(torch.cat(v)) for k, v in self._eval.items()}
         self._eval = {}
         sim = kept["image"] @ kept["text"].t()
         result = image_text_retrieval(sim.float().cpu())

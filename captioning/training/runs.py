@@ -35,6 +35,10 @@ from clip.pretrained import torch_load
 # One run per id is enforced by claim_run_id, so Lightning's warning about files in the folder (ours:
 # the lock, the config, a resumed run's checkpoints) says nothing.
 warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+# Lightning's all_gather (through which both trainers gather evaluation results across processes)
+# calls a torch function that torch marks deprecated: nothing for a run to act on.
+warnings.filterwarnings("ignore", message=r"torch\.distributed\.nn\.functional\.all_gather is deprecated",
+                        category=FutureWarning)
 
 
 class RunError(InputError):
