@@ -33,7 +33,7 @@ from captioning.config import Config
 from captioning.data.prepro import write_df
 from captioning.models import TransformerCaptioner, sample
 from captioning.training.module import CaptionerModule
-from captioning.training.run import trainer_precision
+from captioning.training.runs import trainer_precision
 from cider import document_frequency
 from clip.model import convert_to_fp16, tiny_clip_config
 

@@ -33,7 +33,6 @@ from typing import Any
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import LearningRateMonitor
 
 import clip
 from captioning.cli import entry_point
@@ -41,17 +40,14 @@ from captioning.config import ConfigError, parse_args, save_config
 from captioning.data.features import open_features
 from captioning.data.prepro import read_vocab
 from captioning.fineshapes.dataset import load_scenes
-from captioning.training.checkpoint_io import AtomicCheckpointIO
-from captioning.training.loggers import build_loggers
 from captioning.training.runs import (
     RunLock,
+    build_run_trainer,
     check_resume_epochs,
-    checkpoint_callbacks,
     claim_run_id,
     evaluate_requested,
     is_launcher_child,
     resolve_resume,
-    trainer_precision,
 )
 from captioning.utils.io import write_json
 from clip.grammar import load_grammar_clip
@@ -72,24 +68,11 @@ def export_path(cfg: RetrievalConfig) -> Path:
 
 
 def build_trainer(cfg: RetrievalConfig, ckpt_dir: Path) -> pl.Trainer:
+    """The Lightning trainer of a run (:func:`build_run_trainer`; best = lowest ``val/loss``)."""
     t = cfg.train
-    callbacks = checkpoint_callbacks(ckpt_dir, t.id, "val/loss", "min", t.save_every_n_steps)
-    return pl.Trainer(
-        max_epochs=t.epochs,
-        accelerator=t.accelerator,
-        devices=t.devices if t.devices == "auto" else int(t.devices),
-        num_nodes=t.num_nodes,
-        strategy=t.strategy,
-        precision=trainer_precision(t.precision),
-        gradient_clip_val=cfg.optim.clip_grad_norm or None,
-        log_every_n_steps=t.losses_log_every,
-        callbacks=[*callbacks, LearningRateMonitor(logging_interval="step")],
-        logger=build_loggers(t.id, ckpt_dir, t.loggers, t.wandb_project, t.wandb_entity),
-        plugins=[AtomicCheckpointIO()],
-        num_sanity_val_steps=0,
-        check_val_every_n_epoch=t.val_every_epochs,
-        use_distributed_sampler=False,
-    )
+    return build_run_trainer(t, ckpt_dir, "val/loss", "min", max_epochs=t.epochs,
+                             gradient_clip_val=cfg.optim.clip_grad_norm or None,
+                             check_val_every_n_epoch=t.val_every_epochs)
 
 
 def _device() -> torch.device:

@@ -50,26 +50,22 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import LearningRateMonitor
 
 from captioning.cli import entry_point
 from captioning.config import Config, ConfigError, parse_args, save_config
 from captioning.data.dataset import CaptionDataModule, data_paths_from_config
 from captioning.data.prepro import read_vocab
 from captioning.training.caption_eval import CaptionEvaluation
-from captioning.training.checkpoint_io import AtomicCheckpointIO
-from captioning.training.loggers import build_loggers
 from captioning.training.module import CaptionerModule, load_weights
 from captioning.training.preflight import check_inputs
 from captioning.training.runs import (
     RunLock,
+    build_run_trainer,
     check_resume_epochs,
-    checkpoint_callbacks,
     claim_run_id,
     evaluate_requested,
     is_launcher_child,
     resolve_resume,
-    trainer_precision,
 )
 
 
@@ -78,34 +74,21 @@ def checkpoint_dir(cfg: Config) -> Path:
 
 
 def build_trainer(cfg: Config, ckpt_dir: Path, monitor: str, mode: str) -> pl.Trainer:
-    """The Lightning trainer of a run; data comes in the order of :class:`EpochSampler` (the data
-    module shards it per process itself)."""
-    callbacks = checkpoint_callbacks(ckpt_dir, cfg.train.id, monitor, mode, cfg.train.save_every_n_steps)
-    evaluation = CaptionEvaluation(cfg.train.id, cfg.train.val_split, bool(cfg.train.language_eval),
-                                   cfg.data.input_ref_json)
-    devices = cfg.train.devices if cfg.train.devices == "auto" else int(cfg.train.devices)
-    clip_algorithm = {"norm": "norm", "value": "value"}[cfg.optim.grad_clip_mode]
-    return pl.Trainer(
-        max_epochs=cfg.train.max_epochs,
-        limit_train_batches=cfg.train.limit_train_batches if cfg.train.limit_train_batches > 0 else None,
-        limit_val_batches=cfg.train.limit_val_batches if cfg.train.limit_val_batches > 0 else None,
-        val_check_interval=cfg.train.val_check_interval or None,
-        accelerator=cfg.train.accelerator,
-        devices=devices,
-        num_nodes=cfg.train.num_nodes,
-        strategy=cfg.train.strategy,
-        precision=trainer_precision(cfg.train.precision),
+    """The Lightning trainer of a run (:func:`build_run_trainer`, with caption evaluation); data
+    comes in the order of :class:`EpochSampler` (the data module shards it per process itself)."""
+    t = cfg.train
+    evaluation = CaptionEvaluation(t.id, t.val_split, bool(t.language_eval), cfg.data.input_ref_json)
+    return build_run_trainer(
+        t, ckpt_dir, monitor, mode,
+        max_epochs=t.max_epochs,
         gradient_clip_val=cfg.optim.grad_clip_value or None,
-        gradient_clip_algorithm=clip_algorithm,
-        accumulate_grad_batches=cfg.train.accumulate_grad_batches,
-        log_every_n_steps=cfg.train.losses_log_every,
-        callbacks=[evaluation, *callbacks, LearningRateMonitor(logging_interval="step")],
-        logger=build_loggers(cfg.train.id, ckpt_dir, cfg.train.loggers, cfg.train.wandb_project,
-                             cfg.train.wandb_entity),
-        plugins=[AtomicCheckpointIO()],
-        num_sanity_val_steps=0,
         check_val_every_n_epoch=1,
-        use_distributed_sampler=False,
+        callbacks=[evaluation],
+        limit_train_batches=t.limit_train_batches if t.limit_train_batches > 0 else None,
+        limit_val_batches=t.limit_val_batches if t.limit_val_batches > 0 else None,
+        val_check_interval=t.val_check_interval or None,
+        gradient_clip_algorithm={"norm": "norm", "value": "value"}[cfg.optim.grad_clip_mode],
+        accumulate_grad_batches=t.accumulate_grad_batches,
     )
 
 

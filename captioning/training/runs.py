@@ -21,15 +21,18 @@ import random
 import socket
 import sys
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import Checkpoint, ModelCheckpoint
+from pytorch_lightning.callbacks import Checkpoint, LearningRateMonitor, ModelCheckpoint
 
 from captioning.cli import InputError
+from captioning.training.checkpoint_io import AtomicCheckpointIO
+from captioning.training.loggers import build_loggers
 from clip.pretrained import torch_load
 
 # One run per id is enforced by claim_run_id, so Lightning's warning about files in the folder (ours:
@@ -185,6 +188,55 @@ def trainer_precision(requested: str) -> str:
         print(f"[train] precision {value} needs CUDA; running in fp32 on CPU")
         return "32-true"
     return {"16": "16-mixed", "bf16": "bf16-mixed"}.get(value, value)
+
+
+class RunSettings(Protocol):
+    """The train-section settings every run has (captioning's ``TrainConfig`` and retrieval's
+    ``RetrievalTrainConfig`` both carry them under these names)."""
+
+    id: str
+    save_every_n_steps: int
+    accelerator: str
+    devices: str
+    num_nodes: int
+    strategy: str
+    precision: str
+    losses_log_every: int
+    loggers: list[str]
+    wandb_project: str
+    wandb_entity: str | None
+
+
+def build_run_trainer(train: RunSettings, ckpt_dir: Path, monitor: str, mode: str, *, max_epochs: int,
+                      gradient_clip_val: float | None, check_val_every_n_epoch: int,
+                      callbacks: Sequence[pl.Callback] = (), **options: Any) -> pl.Trainer:
+    """The Lightning trainer of a run, for both trainers.
+
+    It owns what every run shares: the checkpoint callbacks (``-best`` by ``monitor`` and ``mode``,
+    and ``-last``) and a learning-rate monitor, the configured loggers, atomic checkpoint files,
+    accelerator, devices (``auto`` or a number), nodes, strategy and precision (:func:`trainer_precision`)
+    from ``train``, logging every ``losses_log_every`` steps, no sanity validation and no distributed
+    sampler (the data modules order and shard each epoch themselves). ``callbacks`` run before the
+    checkpoint callbacks; ``options`` are the run's further ``pl.Trainer`` arguments, passed as given.
+    """
+    return pl.Trainer(
+        max_epochs=max_epochs,
+        accelerator=train.accelerator,
+        devices=train.devices if train.devices == "auto" else int(train.devices),
+        num_nodes=train.num_nodes,
+        strategy=train.strategy,
+        precision=trainer_precision(train.precision),
+        gradient_clip_val=gradient_clip_val,
+        log_every_n_steps=train.losses_log_every,
+        callbacks=[*callbacks, *checkpoint_callbacks(ckpt_dir, train.id, monitor, mode, train.save_every_n_steps),
+                   LearningRateMonitor(logging_interval="step")],
+        logger=build_loggers(train.id, ckpt_dir, train.loggers, train.wandb_project, train.wandb_entity),
+        plugins=[AtomicCheckpointIO()],
+        num_sanity_val_steps=0,
+        check_val_every_n_epoch=check_val_every_n_epoch,
+        use_distributed_sampler=False,
+        **options,
+    )
 
 
 
