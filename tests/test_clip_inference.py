@@ -24,3 +24,5 @@ def test_inference_helpers_match_model_and_carry_no_grad():
     torch.testing.assert_close(grid[:, 1, 0], expected_grid[:, :, 1, 0])  # (row, col) order
     raw = clip.text_embeddings(model, texts, normalize=False)
     torch.testing.assert_close(F.normalize(raw, dim=-1), text)
+    batches = (chunk for chunk in images.split(2))                  # an iterable of batches, encoded as they come
+    assert torch.equal(clip.image_embeddings(model, batches), image)

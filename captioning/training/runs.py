@@ -1,4 +1,5 @@
-"""What a training run owns on disk, and how it starts, stops and resumes (both trainers use this).
+"""What a training run owns on disk, how it starts, stops and resumes, and the ``pl.Trainer`` it runs
+under (:func:`build_run_trainer`); both trainers use this.
 
 Files of run ``<id>`` in its checkpoint folder:
 
