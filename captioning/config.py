@@ -545,6 +545,11 @@ def _yaml_chain(path: Path, stack: tuple[Path, ...] = ()) -> list[tuple[Path, di
     return chain
 
 
+def config_files(path: str | os.PathLike) -> list[Path]:
+    """A config file and its ``_BASE_`` ancestors (the most basic first): every file its keys come from."""
+    return [file for file, _ in _yaml_chain(Path(path))]
+
+
 def load_config(
     path: str | os.PathLike | None = None,
     set_cfgs: list[str] | None = None,

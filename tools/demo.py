@@ -3,8 +3,12 @@
 world -> labels and n-grams -> tiny CLIP -> features -> grammar CLIP -> MLE -> four SCST runs ->
 test evaluation of the five models -> ``demo/report.md``.
 
-Each stage is the command a user would type. A stage whose outputs all exist is skipped,
-unless ``--force`` is given or a stage it depends on ran in this invocation (its inputs changed).
+Each stage is the command a user would type. A stage whose outputs all exist is skipped, unless
+``--force`` is given, a stage it depends on ran in this invocation (its inputs changed), or the
+outputs were made by another command or config: each finished stage's signature (its command and the
+contents of its ``--cfg`` file with that file's ``_BASE_`` chain) is kept in ``demo/stages.json``, and
+outputs without a matching signature are made again. Code changes are not tracked: after updating
+the code, ``make demo FORCE=1``.
 ``--seeds N`` repeats the training stages (MLE, the four SCST runs and their evaluation) with N
 seeds on the same world: seed 0 is the single-seed demo, seed s trains runs ``<id>_s<s>`` with the
 config's seed + s and reports to ``demo/seed<s>/``; ``demo/report.md`` and ``report.json`` then add
@@ -18,6 +22,7 @@ a quick end-to-end check of an installation, not a result.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import subprocess
@@ -28,13 +33,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from captioning.cli import ArgumentParser, at_least, entry_point
-from captioning.config import TrainConfig
+from captioning.config import TrainConfig, config_files
 from captioning.fineshapes.demo_runs import DEMO_RUNS as RUNS
 from captioning.utils.io import write_json
 
 PY = sys.executable
 CLIP = "retrieval/pretrained/fineshapes_clip.pt"
 GRAMMAR = "retrieval/save/fineshapes_grammar/fineshapes_grammar.pt"
+STAMPS = Path("demo/stages.json")
 
 
 @dataclass(frozen=True)
@@ -46,8 +52,24 @@ class Stage:
     current: Callable[[], bool] | None = None  # whether existing outputs fit this invocation (default: yes)
     group: str | None = None  # a seed's stages: they depend on earlier shared stages and their group only
 
-    def done(self) -> bool:
-        return all(Path(p).exists() for p in self.outputs) and (self.current is None or self.current())
+    def done(self, stamps: dict[str, str]) -> bool:
+        """Whether the outputs exist and were made by this command and config (``stamps``: the
+        signatures recorded in ``demo/stages.json``)."""
+        return (all(Path(p).exists() for p in self.outputs) and stamps.get(self.name) == self.signature()
+                and (self.current is None or self.current()))
+
+    def signature(self) -> str:
+        """A hash of the command (the interpreter left out) and of the contents of every config file it
+        reads (``--cfg`` and its ``_BASE_`` chain; a bare retrieval name is ``retrieval/configs/<name>.yaml``)."""
+        files = {}
+        for flag, value in zip(self.command, self.command[1:]):
+            if flag == "--cfg":
+                path = Path(value) if "/" in value or value.endswith((".yml", ".yaml")) else \
+                    Path("retrieval/configs") / f"{value}.yaml"
+                for file in config_files(path):
+                    files[str(file)] = hashlib.sha256(file.read_bytes()).hexdigest()
+        text = json.dumps([["python" if c == PY else c for c in self.command], sorted(files.items())])
+        return hashlib.sha256(text.encode()).hexdigest()
 
     def clear(self) -> None:
         """Remove the outputs (and a packed store's index and parts), so a re-run recomputes them."""
@@ -66,7 +88,7 @@ class Stage:
 def feature_stages() -> list[Stage]:
     common = ["--images_root", "datasets/FineShapes", "--clip_model", CLIP, "--format", "packed",
               "--batch_size", "32", "--num_workers", "1", "--quiet"]
-    grid = ["--model_type", "tinyRN", "--resolution", "128"]
+    grid = ["--model_type", "tinyRN", "--resolution", "96"]
     return [
         Stage("grid features", [PY, "scripts/clip_prepro_feats.py", "--input_json", "data/dataset_fineshapes.json",
                                 "--output_dir", "data/fineshapes", *grid, *common],
@@ -126,7 +148,7 @@ def model_stages(label: str, run_id: str, cfg: str, smoke: bool = False, seed: i
         Stage(f"FineShapesEval score {name}", [PY, "tools/eval_finecapeval.py", "--finecapeval_path",
                                                 "data/FineShapesEval.csv", "--generated_id2caption",
                                                 f"FineCapEval_results/{run_id}.json", "--scenes",
-                                                "data/fineshapes_scenes.json"],
+                                                "data/fineshapes_scenes.json", "--no_caption_metrics"],
               [f"FineCapEval_results/{run_id}_finecapeval.json"], group=f"seed{seed}"),
     ]
 
@@ -203,15 +225,23 @@ def main(argv: list[str] | None = None) -> int:
     at_least(1, "--seeds", args.seeds)
     timings_path = Path("demo/timings.json")
     timings: dict[str, float] = {}
-    if timings_path.is_file() and not args.force:
-        timings = json.loads(timings_path.read_text()).get("stages_s", {})
+    stamps: dict[str, str] = {}
+    if not args.force:
+        if timings_path.is_file():
+            timings = json.loads(timings_path.read_text()).get("stages_s", {})
+        if STAMPS.is_file():
+            stamps = json.loads(STAMPS.read_text())
     ran: set[str | None] = set()  # groups of the stages run so far (None: a shared stage)
     start = time.time()
     for stage in stages(args.retrain_clip, args.smoke, args.seeds):
         inputs_changed = None in ran or (stage.group in ran if stage.group else bool(ran))
-        if stage.done() and not (args.force or inputs_changed):
+        if stage.done(stamps) and not (args.force or inputs_changed):
             print(f"[demo] {stage.name}: outputs exist, skipped (FORCE=1 re-runs)", flush=True)
             continue
+        if not (args.force or inputs_changed) and all(Path(p).exists() for p in stage.outputs) \
+                and stamps.get(stage.name) != stage.signature():
+            print(f"[demo] {stage.name}: outputs exist but were made by another command or config; "
+                  "making them again", flush=True)
         print(f"[demo] {stage.name}: {' '.join('python' if c == PY else c for c in stage.command)}", flush=True)
         stage.clear()
         t0 = time.time()
@@ -221,8 +251,10 @@ def main(argv: list[str] | None = None) -> int:
                   "earlier stages are kept, fix the error and run `make demo` again", file=sys.stderr)
             return result.returncode
         timings[stage.name] = round(time.time() - t0, 2)
+        stamps[stage.name] = stage.signature()
         ran.add(stage.group)
         _write_timings(timings_path, timings)
+        write_json(STAMPS, stamps, indent=2)
     print(f"[demo] done in {time.time() - start:.1f}s; total of recorded stage times "
           f"{sum(timings.values()):.1f}s; report: demo/report.md")
     return 0
