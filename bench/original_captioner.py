@@ -2,7 +2,7 @@
 
 Written after the original's ``TransformerModel`` ("Annotated Transformer" layers), its
 ``AttModel._sample`` loop and its SCST step (``get_self_critical_reward`` + ``RewardCriterion``),
-reference §3-§4: attention as matmul / masked_fill / softmax / dropout on the probabilities,
+docs/ORIGINAL.md §3–§4: attention as matmul / masked_fill / softmax / dropout on the probabilities,
 the embedded visual tokens repeated per caption *before* the encoder, decoding that re-decodes
 the whole prefix at every step and keeps the full (R, L, V+1) log-distributions, and CIDEr-D
 scored entry by entry in pure Python. The parameter names are the original's (and ours), so

@@ -66,7 +66,7 @@ def read_image_list(input_json: str | Path, images_root: str | Path, stem_ids: b
     ``images_root/filepath/filename``), a ``prepro_labels`` output or a FineCapEval file
     (``file_path``/``id``, path ``images_root/file_path``).
 
-    stem_ids (FineCapEval, §1.6): the id must be the file stem; an entry without ``id`` gets it.
+    stem_ids (FineCapEval, docs/ORIGINAL.md §1.6): the id must be the file stem; an entry without ``id`` gets it.
     """
     info = read_json(input_json)
     if not isinstance(info, dict) or not isinstance(info.get("images"), list):
