@@ -44,3 +44,15 @@ def test_the_interpreter_path_is_not_part_of_the_signature(tmp_path, monkeypatch
     assert here != demo.Stage("s", [demo.PY, "scripts/x.py", "--n", "2"], []).signature()
     monkeypatch.setattr(demo, "PY", "/elsewhere/python")  # another checkout's virtual environment
     assert demo.Stage("s", ["/elsewhere/python", "scripts/x.py", "--n", "1"], []).signature() == here
+
+
+def test_the_checkout_location_is_not_part_of_the_signature(tmp_path, monkeypatch):
+    demo = _demo()
+    signatures = []
+    for place in ("a", "b"):
+        root = tmp_path / place
+        (root / "configs").mkdir(parents=True)
+        (root / "configs" / "run.yml").write_text("max_epochs: 2\n")
+        monkeypatch.chdir(root)
+        signatures.append(demo.Stage("s", [demo.PY, "tools/train_pl.py", "--cfg", "configs/run.yml"], []).signature())
+    assert signatures[0] == signatures[1]

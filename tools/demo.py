@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -36,6 +37,7 @@ from captioning.cli import ArgumentParser, at_least, entry_point
 from captioning.config import TrainConfig, config_files
 from captioning.fineshapes.demo_runs import DEMO_RUNS as RUNS
 from captioning.utils.io import write_json
+from retrieval.config import config_path
 
 PY = sys.executable
 CLIP = "retrieval/pretrained/fineshapes_clip.pt"
@@ -52,22 +54,23 @@ class Stage:
     current: Callable[[], bool] | None = None  # whether existing outputs fit this invocation (default: yes)
     group: str | None = None  # a seed's stages: they depend on earlier shared stages and their group only
 
+    def outputs_exist(self) -> bool:
+        return all(Path(p).exists() for p in self.outputs)
+
     def done(self, stamps: dict[str, str]) -> bool:
         """Whether the outputs exist and were made by this command and config (``stamps``: the
         signatures recorded in ``demo/stages.json``)."""
-        return (all(Path(p).exists() for p in self.outputs) and stamps.get(self.name) == self.signature()
+        return (self.outputs_exist() and stamps.get(self.name) == self.signature()
                 and (self.current is None or self.current()))
 
     def signature(self) -> str:
         """A hash of the command (the interpreter left out) and of the contents of every config file it
-        reads (``--cfg`` and its ``_BASE_`` chain; a bare retrieval name is ``retrieval/configs/<name>.yaml``)."""
+        reads (``--cfg``, resolved as the trainers resolve it, and its ``_BASE_`` chain)."""
         files = {}
         for flag, value in zip(self.command, self.command[1:]):
             if flag == "--cfg":
-                path = Path(value) if "/" in value or value.endswith((".yml", ".yaml")) else \
-                    Path("retrieval/configs") / f"{value}.yaml"
-                for file in config_files(path):
-                    files[str(file)] = hashlib.sha256(file.read_bytes()).hexdigest()
+                for file in config_files(config_path(value)):
+                    files[os.path.relpath(file)] = hashlib.sha256(file.read_bytes()).hexdigest()
         text = json.dumps([["python" if c == PY else c for c in self.command], sorted(files.items())])
         return hashlib.sha256(text.encode()).hexdigest()
 
@@ -235,13 +238,13 @@ def main(argv: list[str] | None = None) -> int:
     start = time.time()
     for stage in stages(args.retrain_clip, args.smoke, args.seeds):
         inputs_changed = None in ran or (stage.group in ran if stage.group else bool(ran))
-        if stage.done(stamps) and not (args.force or inputs_changed):
-            print(f"[demo] {stage.name}: outputs exist, skipped (FORCE=1 re-runs)", flush=True)
-            continue
-        if not (args.force or inputs_changed) and all(Path(p).exists() for p in stage.outputs) \
-                and stamps.get(stage.name) != stage.signature():
-            print(f"[demo] {stage.name}: outputs exist but were made by another command or config; "
-                  "making them again", flush=True)
+        if not (args.force or inputs_changed):
+            if stage.done(stamps):
+                print(f"[demo] {stage.name}: outputs exist, skipped (FORCE=1 re-runs)", flush=True)
+                continue
+            if stage.outputs_exist():
+                print(f"[demo] {stage.name}: outputs exist but were made by another command or config; "
+                      "making them again", flush=True)
         print(f"[demo] {stage.name}: {' '.join('python' if c == PY else c for c in stage.command)}", flush=True)
         stage.clear()
         t0 = time.time()
